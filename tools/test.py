@@ -1,0 +1,76 @@
+"""Evaluate a checkpoint with mmengine's Runner (COCO metrics for COCO configs).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
+                         [--show-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmdet.evaluation import DumpDetResults
+from mmengine.config import DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from dat_det.engine import setup_cpu_distributed
+from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
+from dat_det.utils.config import load_config
+from dat_det.utils.data_check import check_dataloader_datasets
+from dat_det.utils.errors import UserInputError, exit_on_user_error
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
+    parser.add_argument('--out', help='dump predictions to a pickle file (.pkl)')
+    parser.add_argument('--show-dir', help='draw predictions next to ground truth into this '
+                        'folder (relative to the work dir\'s timestamp folder)')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='score threshold of drawn predictions')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override existing config keys, e.g. test_dataloader.batch_size=4')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_cfg(args: argparse.Namespace):
+    if not osp.isfile(args.checkpoint):
+        raise UserInputError(f'checkpoint not found: {args.checkpoint}')
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise UserInputError(f'--out must be a .pkl file, got {args.out}')
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        hook = cfg.get('default_hooks', {}).get('visualization')
+        if hook is None:
+            raise UserInputError('--show-dir needs a `visualization` entry in default_hooks')
+        hook.update(draw=True, test_out_dir=args.show_dir, score_thr=args.score_thr)
+    check_dataloader_datasets(cfg, ('test',))
+    return cfg
+
+
+def main() -> None:
+    args = parse_args()
+    allow_mmengine_checkpoints()
+    with exit_on_user_error():
+        cfg = build_cfg(args)
+        setup_cpu_distributed(cfg)
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out:
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
