@@ -1,3 +1,4 @@
 """Imports every module that registers into mmdet's registries (needs mmdet)."""
-from .detectors.deformable_detr import MSDADeformableDETR  # noqa: F401
-from .backbones import DAT  # noqa: F401
+from .backbones import DAT
+
+__all__ = ['DAT']

@@ -1,0 +1,10 @@
+# Cascade Mask R-CNN with a DAT-S backbone, 1x schedule.
+# Drop path 0.3: Swin-style rate, no published DAT recipe.
+_base_ = './cascade-mask-rcnn_dat-t_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='dat-s',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dat_small_in1k_224.pth')),
+    neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,10 @@
+# RetinaNet with a DAT++-S backbone, 1x schedule.
+# Drop path 0.1: DAT-Detection config.
+_base_ = './retinanet_dat-t_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='dat++-s',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dat_pp_small_in1k_224.pth')),
+    neck=dict(in_channels=[192, 384, 768], start_level=0, num_outs=5))

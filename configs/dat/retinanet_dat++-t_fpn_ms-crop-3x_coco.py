@@ -1,0 +1,10 @@
+# RetinaNet with a DAT++-T backbone, 3x schedule with multi-scale + crop training.
+# Drop path 0.2: DAT-Detection config.
+_base_ = './retinanet_dat-t_fpn_ms-crop-3x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='dat++-t',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dat_pp_tiny_in1k_224.pth')),
+    neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5))

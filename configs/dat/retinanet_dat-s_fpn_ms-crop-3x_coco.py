@@ -1,0 +1,10 @@
+# RetinaNet with a DAT-S backbone, 3x schedule with multi-scale + crop training.
+# Drop path 0.3: Swin-style rate, no published DAT recipe.
+_base_ = './retinanet_dat-t_fpn_ms-crop-3x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='dat-s',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dat_small_in1k_224.pth')),
+    neck=dict(in_channels=[192, 384, 768], start_level=0, num_outs=5))

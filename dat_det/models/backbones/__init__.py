@@ -1,0 +1,4 @@
+"""Registered backbones."""
+from .dat import DAT
+
+__all__ = ['DAT']

@@ -1,0 +1,190 @@
+"""DAT / DAT++ backbone for mmdet 3.x."""
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..checkpoint import load_official_dat
+from ..layers.dat import LayerNorm2d, TransformerStage, resolve_arch
+
+# Sampling positions of one deformable block, for visualisation.
+SamplingPositions = Dict[str, Any]
+
+
+class PadToMultiple(nn.Module):
+    """Zero-pads a ``(B, C, H, W)`` map at the bottom/right to a multiple of ``divisor``."""
+
+    def __init__(self, divisor: int) -> None:
+        super().__init__()
+        self.divisor = divisor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h = (-x.shape[-2]) % self.divisor
+        pad_w = (-x.shape[-1]) % self.divisor
+        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
+@MODELS.register_module()
+class DAT(BaseModule):
+    """Vision Transformer with Deformable Attention (DAT, CVPR 2022) and DAT++.
+
+    The module tree and parameter names follow the official models, so official ImageNet
+    checkpoints load through ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+    Args:
+        arch: preset name (``dat-t/s/b``, ``dat++-t/s/b``) or a dict of architecture fields.
+        pretrain_img_size: image side at pre-training; sizes the deformable ``rpe_table`` and
+            ``fixed_pe`` tables (tables of other sizes are resized bicubically on loading).
+        patch_size: stride of the stem.
+        in_channels: image channels.
+        expansion: MLP expansion ratio.
+        drop_rate, attn_drop_rate: dropout rates.
+        drop_path_rate: maximum stochastic depth rate (linear over all blocks).
+        out_indices: stages whose (LayerNorm-ed) outputs are returned.
+        frozen_stages: freeze the stem (0) and stages ``< frozen_stages`` (-1: nothing).
+        norm_eval: keep BatchNorm layers in eval mode (DAT itself only has LayerNorms).
+        with_cp: activation checkpointing of every block.
+        init_cfg: e.g. ``dict(type='Pretrained', checkpoint='dat_pp_tiny_in1k_224.pth')``.
+        **arch_overrides: any architecture field overriding the preset (``dims``, ``depths``,
+            ``stage_spec``, ``heads``, ``groups``, ``strides``, ``offset_range_factor``, ...).
+
+    Inputs of any size work: the stem and 2x2 down-sampling pad to their stride, window
+    attention pads to its window and neighbourhood attention to its kernel, as Swin does.
+    """
+
+    def __init__(self, arch: Union[str, Dict[str, Any]] = 'dat++-t',
+                 pretrain_img_size: int = 224, patch_size: int = 4, in_channels: int = 3,
+                 expansion: int = 4, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.2, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None, **arch_overrides) -> None:
+        super().__init__(init_cfg=init_cfg)
+        settings = resolve_arch(arch, **arch_overrides)
+        self.arch_settings = settings
+        if not all(0 <= i < 4 for i in out_indices):
+            raise ValueError(f'out_indices must lie in [0, 3], got {out_indices}')
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages must lie in [-1, 4], got {frozen_stages}')
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        dims, depths, dim_stem = settings['dims'], settings['depths'], settings['dim_stem']
+        self.num_features = list(dims)
+
+        if settings['use_conv_patches']:
+            self.patch_proj = nn.Sequential(
+                nn.Conv2d(in_channels, dim_stem // 2, 3, patch_size // 2, 1),
+                LayerNorm2d(dim_stem // 2), nn.GELU(),
+                nn.Conv2d(dim_stem // 2, dim_stem, 3, patch_size // 2, 1),
+                LayerNorm2d(dim_stem))
+            self.stem_pad = nn.Identity()
+        else:
+            self.patch_proj = nn.Sequential(
+                nn.Conv2d(in_channels, dim_stem, patch_size, patch_size, 0),
+                LayerNorm2d(dim_stem))
+            self.stem_pad = PadToMultiple(patch_size)
+
+        fmap = pretrain_img_size // patch_size
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i in range(4):
+            self.stages.append(TransformerStage(
+                fmap_size=(fmap, fmap), dim_in=dim_stem if i == 0 else dims[i - 1] * 2,
+                dim_embed=dims[i], depth=depths[i], stage_spec=settings['stage_spec'][i],
+                heads=settings['heads'][i], window_size=settings['window_sizes'][i],
+                groups=settings['groups'][i], stride=settings['strides'][i],
+                offset_range_factor=settings['offset_range_factor'][i],
+                use_pe=settings['use_pes'][i], dwc_pe=settings['dwc_pes'][i],
+                no_off=settings['no_offs'][i], fixed_pe=settings['fixed_pes'][i],
+                ksize=settings['ksizes'][i], log_cpb=settings['log_cpb'][i],
+                nat_ksize=settings['nat_ksizes'][i], expansion=expansion, drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])],
+                use_dwc_mlp=settings['use_dwc_mlps'][i],
+                layer_scale_value=settings['layer_scale_values'][i],
+                use_lpu=settings['use_lpus'][i], with_cp=with_cp))
+            self.norms.append(LayerNorm2d(dims[i]) if i in self.out_indices else nn.Identity())
+            fmap //= 2
+
+        self.down_projs = nn.ModuleList()
+        self.down_pads = nn.ModuleList()
+        for i in range(3):
+            if settings['use_conv_patches']:
+                conv = nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1, bias=False)
+                self.down_pads.append(nn.Identity())
+            else:
+                conv = nn.Conv2d(dims[i], dims[i + 1], 2, 2, 0, bias=False)
+                self.down_pads.append(PadToMultiple(2))
+            self.down_projs.append(nn.Sequential(conv, LayerNorm2d(dims[i + 1])))
+        self._freeze_stages()
+
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        modules: List[nn.Module] = [self.patch_proj]
+        for i in range(self.frozen_stages):
+            modules += [self.stages[i], self.norms[i]]
+            if i > 0:
+                modules.append(self.down_projs[i - 1])
+        return modules
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'DAT':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Official checkpoints for ``Pretrained`` init_cfg; the default init otherwise."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            logger = MMLogger.get_current_instance()
+            ckpt = CheckpointLoader.load_checkpoint(cfg['checkpoint'], logger=logger,
+                                                    map_location='cpu')
+            report = load_official_dat(self, ckpt)
+            logger.info(report.message())
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def _run(self, x: torch.Tensor, collect: bool
+             ) -> Tuple[Tuple[torch.Tensor, ...], List[SamplingPositions]]:
+        x = self.patch_proj(self.stem_pad(x))
+        outs, positions = [], []
+        for i, stage in enumerate(self.stages):
+            x, stage_positions = stage(x)
+            if i in self.out_indices:
+                outs.append(self.norms[i](x).contiguous())
+            if collect:
+                positions += [dict(stage=i, block=d, pos=p[0], ref=p[1])
+                              for d, p in enumerate(stage_positions) if p is not None]
+            if i < 3:
+                x = self.down_projs[i](self.down_pads[i](x))
+        return tuple(outs), positions
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, 3, H, W) -> one (B, C_i, ~H/2^(i+2), ~W/2^(i+2)) map per out index."""
+        return self._run(x, collect=False)[0]
+
+    def forward_with_positions(self, x: torch.Tensor
+                               ) -> Tuple[Tuple[torch.Tensor, ...], List[SamplingPositions]]:
+        """Features plus, per deformable block, ``dict(stage, block, pos, ref)`` where
+        ``pos``/``ref`` are (B, groups, Hk, Wk, 2) normalised (y, x) positions in [-1, 1]
+        (align_corners=True convention) of the deformed and reference key points."""
+        return self._run(x, collect=True)

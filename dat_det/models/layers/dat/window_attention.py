@@ -1,0 +1,162 @@
+"""Local (L) and shifted (S) window attention on channel-first maps."""
+import math
+from collections import OrderedDict
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Value the official code adds to logits of query/key pairs from different shifted regions.
+SHIFT_MASK_VALUE = -100.0
+
+
+def relative_position_index(window: Tuple[int, int]) -> torch.Tensor:
+    """Index into a ``((2Wh-1)*(2Ww-1), heads)`` bias table, shape ``(Wh*Ww, Wh*Ww)``."""
+    wh, ww = window
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing='ij'))
+    coords = coords.flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    rel[..., 0] += wh - 1
+    rel[..., 1] += ww - 1
+    rel[..., 0] *= 2 * ww - 1
+    return rel.sum(-1)
+
+
+def windows_partition(x: torch.Tensor, window: Tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, nW, Wh*Ww, C); H and W must be multiples of the window."""
+    b, c, h, w = x.shape
+    wh, ww = window
+    x = x.view(b, c, h // wh, wh, w // ww, ww)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // wh) * (w // ww), wh * ww, c)
+
+
+def windows_merge(x: torch.Tensor, window: Tuple[int, int], size: Tuple[int, int]) -> torch.Tensor:
+    """(B, nW, Wh*Ww, C) -> (B, C, H, W), inverse of :func:`windows_partition`."""
+    b, _, _, c = x.shape
+    wh, ww = window
+    h, w = size
+    x = x.view(b, h // wh, w // ww, wh, ww, c)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
+
+
+class LocalAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows with a relative position bias.
+
+    Maps whose size is not a multiple of the window are zero-padded at the bottom/right and
+    cropped back, as mmdet's Swin does.
+
+    Args:
+        dim: channels C.
+        heads: number of heads.
+        window_size: window side (int or (Wh, Ww)).
+        attn_drop: dropout on attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, dim: int, heads: int, window_size, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f'dim {dim} is not divisible by heads {heads}')
+        self.window_size = (window_size, window_size) if isinstance(window_size, int) \
+            else tuple(window_size)
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.attn_drop = attn_drop
+        self.proj_qkv = nn.Linear(dim, 3 * dim)
+        self.proj_out = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        wh, ww = self.window_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wh - 1) * (2 * ww - 1), heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
+        self.register_buffer('relative_position_index',
+                             relative_position_index(self.window_size), persistent=False)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """(heads, Wh*Ww, Wh*Ww)."""
+        n = self.window_size[0] * self.window_size[1]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, self.heads).permute(2, 0, 1)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h = (-h) % self.window_size[0]
+        pad_w = (-w) % self.window_size[1]
+        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+    def _attend(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Window attention of a padded ``(B, C, H, W)`` map; mask is (nW, N, N) or None."""
+        b, c, h, w = x.shape
+        windows = windows_partition(x, self.window_size)  # (B, nW, N, C)
+        n_win, n = windows.shape[1], windows.shape[2]
+        qkv = self.proj_qkv(windows).view(b, n_win, n, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # (B, nW, heads, N, hd)
+        bias = self.relative_position_bias()  # (heads, N, N), broadcast over B and windows
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype),
+            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        out = out.transpose(2, 3).reshape(b, n_win, n, c)
+        out = self.proj_drop(self.proj_out(out))
+        return windows_merge(out, self.window_size, (h, w))
+
+    def forward(self, x: torch.Tensor):
+        """(B, C, H, W) -> ((B, C, H, W), None, None)."""
+        h, w = x.shape[-2:]
+        out = self._attend(self._pad(x), None)
+        return out[:, :, :h, :w], None, None
+
+
+class ShiftWindowAttention(LocalAttention):
+    """Window attention on a map rolled by ``shift_size`` (official S block).
+
+    The shift mask is built for the padded size of each input; the masks of the last
+    ``MASK_CACHE_SIZE`` sizes are cached (multi-scale training sees many sizes).
+    """
+
+    MASK_CACHE_SIZE = 4
+
+    def __init__(self, dim: int, heads: int, window_size, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, shift_size: Optional[int] = None) -> None:
+        super().__init__(dim, heads, window_size, attn_drop, proj_drop)
+        self.shift_size = math.ceil(min(self.window_size) / 2) if shift_size is None \
+            else shift_size
+        if not 0 < self.shift_size < min(self.window_size):
+            raise ValueError(f'shift size {self.shift_size} must lie in (0, window size)')
+        self._mask_cache: OrderedDict = OrderedDict()
+
+    def shift_mask(self, size: Tuple[int, int], device: torch.device) -> torch.Tensor:
+        """(nW, N, N) additive mask for a padded map of ``size``."""
+        key = (size, str(device))
+        if key in self._mask_cache:
+            self._mask_cache.move_to_end(key)
+        else:
+            wh, ww = self.window_size
+            s = self.shift_size
+            img = torch.zeros(1, 1, *size, device=device)
+            cnt = 0
+            for hs in (slice(0, -wh), slice(-wh, -s), slice(-s, None)):
+                for ws in (slice(0, -ww), slice(-ww, -s), slice(-s, None)):
+                    img[..., hs, ws] = cnt
+                    cnt += 1
+            regions = windows_partition(img, self.window_size).squeeze(-1)[0]  # (nW, N)
+            diff = regions.unsqueeze(1) - regions.unsqueeze(2)
+            self._mask_cache[key] = torch.zeros_like(diff).masked_fill(
+                diff != 0, SHIFT_MASK_VALUE)
+            if len(self._mask_cache) > self.MASK_CACHE_SIZE:
+                self._mask_cache.popitem(last=False)
+        return self._mask_cache[key]
+
+    def forward(self, x: torch.Tensor):
+        """(B, C, H, W) -> ((B, C, H, W), None, None)."""
+        h, w = x.shape[-2:]
+        x = self._pad(x)
+        s = self.shift_size
+        shifted = torch.roll(x, shifts=(-s, -s), dims=(2, 3))
+        out = self._attend(shifted, self.shift_mask(tuple(x.shape[-2:]), x.device))
+        out = torch.roll(out, shifts=(s, s), dims=(2, 3))
+        return out[:, :, :h, :w], None, None
