@@ -1,4 +1,5 @@
 """Imports every module that registers into mmdet's registries (needs mmdet)."""
 from .backbones import DAT
+from .detectors.deformable_detr import MSDADeformableDETR
 
-__all__ = ['DAT']
+__all__ = ['DAT', 'MSDADeformableDETR']

@@ -1,0 +1,3 @@
+# Deformable DETR with iterative box refinement.
+_base_ = 'deformable-detr_r50_16xb2-50e_coco.py'
+model = dict(with_box_refine=True)

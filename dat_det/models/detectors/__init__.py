@@ -1,0 +1,4 @@
+"""Registered detectors."""
+from .deformable_detr import MSDADeformableDETR
+
+__all__ = ['MSDADeformableDETR']

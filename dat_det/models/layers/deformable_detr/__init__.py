@@ -1,0 +1,30 @@
+"""Deformable DETR building blocks on the ``dat_det.ops`` multi-scale deformable attention."""
+from .msda import MultiScaleDeformableAttention, star_offsets
+from .positional_encoding import SinePositionalEncoding, proposal_pos_embed
+from .transformer import (
+    DeformableDecoder,
+    DeformableDecoderLayer,
+    DeformableEncoder,
+    DeformableEncoderLayer,
+    FeedForward,
+)
+from .two_stage import encoder_proposals, select_topk
+from .utils import (
+    decoder_reference_inputs,
+    encoder_reference_points,
+    inverse_sigmoid,
+    level_masks,
+    level_start_index,
+    padding_mask,
+    valid_ratios,
+)
+from .weight_mapping import from_mmdet, from_official, to_mmdet
+
+__all__ = [
+    'MultiScaleDeformableAttention', 'star_offsets', 'SinePositionalEncoding',
+    'proposal_pos_embed', 'DeformableEncoder', 'DeformableEncoderLayer', 'DeformableDecoder',
+    'DeformableDecoderLayer', 'FeedForward', 'encoder_proposals', 'select_topk',
+    'decoder_reference_inputs', 'encoder_reference_points', 'inverse_sigmoid', 'level_masks',
+    'level_start_index', 'padding_mask', 'valid_ratios', 'from_mmdet', 'to_mmdet',
+    'from_official'
+]

@@ -1,0 +1,216 @@
+"""Inference latency / FPS, peak memory and training-iteration time of a detector config.
+
+Usage:
+    python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT] [--img-size 512 512]
+        [--batch-size 1] [--iters 20] [--warmup 5] [--train] [--compare]
+        [--device cpu|cuda] [--threads N] [--backend BACKEND]
+
+Inputs are random images of ``--img-size``; without CHECKPOINT the weights are random (speed
+does not depend on them, and nothing is downloaded). ``--train`` also times a full training
+iteration (forward, loss, backward, clipped AdamW step) on random boxes. ``--compare`` builds
+mmdet's ``DeformableDETR`` from the same config, loads the same weights (converted) and
+reports both, their output difference and the speed ratio.
+"""
+import argparse
+import copy
+import resource
+import statistics
+import time
+from typing import Callable, Dict, List, Sequence
+
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.utils import register_all_modules
+from mmengine.config import Config, DictAction
+from mmengine.runner import load_checkpoint
+from mmengine.structures import InstanceData
+from mmengine.utils import import_modules_from_strings
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Benchmark a detector config')
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', nargs='?')
+    parser.add_argument('--img-size', type=int, nargs=2, default=[512, 512],
+                        metavar=('H', 'W'))
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--iters', type=int, default=20, help='timed iterations')
+    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--train', action='store_true', help='also time training iterations')
+    parser.add_argument('--compare', action='store_true',
+                        help="also run mmdet's DeformableDETR with the same weights")
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--backend', default=None,
+                        help="backend of dat_det's deformable attention op")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args()
+
+
+def make_batch(size: List[int], batch_size: int, num_boxes: int = 5, seed: int = 0) -> Dict:
+    """Random uint8 images and data samples (with random boxes) as a dataloader yields."""
+    gen = torch.Generator().manual_seed(seed)
+    height, width = size
+    inputs, samples = [], []
+    for _ in range(batch_size):
+        inputs.append(torch.randint(0, 256, (3, height, width), generator=gen,
+                                    dtype=torch.uint8))
+        sample = DetDataSample(metainfo=dict(img_shape=(height, width),
+                                             ori_shape=(height, width),
+                                             scale_factor=(1.0, 1.0)))
+        xy = torch.rand(num_boxes, 2, generator=gen) * torch.tensor([width, height]) * 0.6
+        wh = (torch.rand(num_boxes, 2, generator=gen) * 0.3 + 0.05) * torch.tensor(
+            [width, height])
+        sample.gt_instances = InstanceData(bboxes=torch.cat([xy, xy + wh], 1),
+                                           labels=torch.randint(0, 10, (num_boxes, ),
+                                                                generator=gen))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
+          device: str) -> List[Dict[str, float]]:
+    """Median/min/mean seconds of each of ``fns`` after ``warmup`` calls, peak memory (MiB).
+
+    Several functions are timed interleaved, in alternating order, so that a busy machine
+    slows them alike and their ratio stays meaningful; on a shared machine the minimum is the
+    least disturbed estimate.
+    """
+    cuda = device.startswith('cuda')
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: List[List[float]] = [[] for _ in fns]
+    peaks = [0.0] * len(fns)
+    for it in range(iters):
+        order = range(len(fns)) if it % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            fns[i]()
+            if cuda:
+                torch.cuda.synchronize()
+                peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated() / 2**20)
+            times[i].append(time.perf_counter() - start)
+    if not cuda:  # process-wide peak resident memory (Linux reports KiB)
+        peaks = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024] * len(fns)
+    return [dict(median=statistics.median(t), min=min(t), mean=statistics.mean(t), peak_mib=p)
+            for t, p in zip(times, peaks)]
+
+
+def inference_step(model: torch.nn.Module, batch: Dict) -> Callable[[], list]:
+    """Preprocess + predict, without gradients."""
+    def step():
+        with torch.no_grad():
+            data = model.data_preprocessor(copy.deepcopy(batch), False)
+            return model(**data, mode='predict')
+    return step
+
+
+def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
+    """Preprocess, loss, backward, gradient clipping at 0.1 and an AdamW step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+
+    def step():
+        data = model.data_preprocessor(copy.deepcopy(batch), True)
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        optim.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.1)
+        optim.step()
+    return step
+
+
+def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace) -> List[Dict]:
+    """Inference (and training) timings of ``models`` on the same random batch."""
+    batch = make_batch(args.img_size, args.batch_size)
+    results: List[Dict] = [{} for _ in models]
+    for model in models:
+        model.eval()
+    steps = [inference_step(model, batch) for model in models]
+    timings = timed(steps, args.iters, args.warmup, args.device)
+    for result, timing, step in zip(results, timings, steps):
+        result['inference'] = timing
+        result['outputs'] = step()
+    if args.train:
+        for model in models:
+            model.train()
+        steps = [train_step(model, batch) for model in models]
+        timings = timed(steps, max(args.iters // 2, 1), min(args.warmup, 2), args.device)
+        for result, timing in zip(results, timings):
+            result['train'] = timing
+    return results
+
+
+def report(name: str, results: Dict[str, Dict], batch_size: int) -> None:
+    inf = results['inference']
+    print(f'[{name}] inference: {inf["median"] * 1e3:.1f} ms/batch (min '
+          f'{inf["min"] * 1e3:.1f}, mean {inf["mean"] * 1e3:.1f}), '
+          f'{batch_size / inf["median"]:.2f} img/s, '
+          f'peak memory {inf["peak_mib"]:.0f} MiB')
+    if 'train' in results:
+        tr = results['train']
+        print(f'[{name}] train iteration: {tr["median"] * 1e3:.1f} ms (min '
+              f'{tr["min"] * 1e3:.1f}, mean {tr["mean"] * 1e3:.1f}), '
+              f'peak memory {tr["peak_mib"]:.0f} MiB')
+
+
+def max_output_diff(ours: List[DetDataSample], theirs: List[DetDataSample]) -> float:
+    return max(max((a.pred_instances.scores - b.pred_instances.scores).abs().max().item(),
+                   (a.pred_instances.bboxes - b.pred_instances.bboxes).abs().max().item())
+               for a, b in zip(ours, theirs))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    register_all_modules()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    if args.backend is not None:
+        cfg.model.msda_backend = args.backend
+
+    torch.manual_seed(0)
+    # DeformableDETR.__init__ writes into its bbox_head config: keep cfg.model pristine
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint, map_location='cpu')
+    model.to(args.device)
+    print(f'{args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, '
+          f'input {args.batch_size}x3x{args.img_size[0]}x{args.img_size[1]} on {args.device}, '
+          f'{torch.get_num_threads()} CPU threads')
+    models, names = [model], [cfg.model.type]
+    if args.compare:
+        from dat_det.models.layers.deformable_detr import to_mmdet
+        mmdet_cfg = copy.deepcopy(cfg.model)
+        mmdet_cfg.type = 'DeformableDETR'
+        mmdet_cfg.pop('msda_backend', None)
+        reference = MODELS.build(mmdet_cfg)
+        reference.load_state_dict(to_mmdet(model.state_dict()), strict=True)
+        models.append(reference.to(args.device))
+        names.append('mmdet DeformableDETR')
+    results = bench_models(models, args)
+    for name, result in zip(names, results):
+        report(name, result, args.batch_size)
+    if args.compare:
+        ours, theirs = results
+        print(f'max |ours - mmdet| over scores and boxes: '
+              f'{max_output_diff(ours["outputs"], theirs["outputs"]):.2e}')
+        for key in ('inference', 'train'):
+            if key in ours:
+                median = theirs[key]['median'] / ours[key]['median']
+                best = theirs[key]['min'] / ours[key]['min']
+                print(f'speed-up of ours over mmdet, {key}: {median:.2f}x (medians), '
+                      f'{best:.2f}x (minima)')
+
+
+if __name__ == '__main__':
+    main()
