@@ -1,0 +1,72 @@
+"""Export-time swaps that keep a trace valid for every image size.
+
+Both swap a module-level function for an equivalent one while the context is open; the
+exported graphs are compared with the unmodified PyTorch model (see ``onnx_check``).
+"""
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dat_det.models.layers.dat import neighborhood_attention as na_module
+from dat_det.models.layers.deformable_detr import msda as msda_module
+from dat_det.ops.msda_pytorch import msda_pytorch
+
+LevelSizes = List[Tuple[int, int]]
+
+
+@contextmanager
+def msda_on_traced_sizes(level_sizes: LevelSizes) -> Iterator[None]:
+    """:class:`MultiScaleDeformableAttention` samples with the ``grid_sample`` reference on
+    ``level_sizes`` (traced ``(H, W)`` per level) instead of reading the sizes back from its
+    ``spatial_shapes`` tensor, which a trace would freeze."""
+
+    def op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+           sampling_locations: Tensor, attention_weights: Tensor, backend=None) -> Tensor:
+        return msda_pytorch(value, level_sizes, sampling_locations, attention_weights)
+
+    with _swapped(msda_module, 'multi_scale_deformable_attn', op):
+        yield
+
+
+def gathered_neighborhood_attention(q: Tensor, k: Tensor, v: Tensor, kernel_size: int,
+                                    rpb: Optional[Tensor] = None,
+                                    attn_drop: float = 0.0) -> Tensor:
+    """Neighbourhood attention by ``index_select`` (``Tensor.unfold`` has no ONNX export
+    for dynamic sizes). ``q, k, v`` ``(B, heads, H, W, hd)``, q scaled -> same shape."""
+    b, n, h, w, d = q.shape
+    ks = kernel_size
+    keys_h, rel_h = na_module.neighborhood_indices(h, ks, q.device)
+    keys_w, rel_w = na_module.neighborhood_indices(w, ks, q.device)
+
+    def gather(t: Tensor) -> Tensor:
+        # (B, n, H, W, d) -> (B, n, H, W, k*k, d)
+        t = t.index_select(2, keys_h.reshape(-1)).view(b, n, h, ks, w, d)
+        t = t.index_select(4, keys_w.reshape(-1)).view(b, n, h, ks, w, ks, d)
+        return t.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, n, h, w, ks * ks, d)
+
+    logits = torch.einsum('bnhwd,bnhwkd->bnhwk', q, gather(k))
+    if rpb is not None:
+        bias = rpb[:, rel_h[:, :, None, None], rel_w[None, None, :, :]]  # (n, H, k, W, k)
+        logits = logits + bias.permute(0, 1, 3, 2, 4).reshape(1, n, h, w, ks * ks)
+    attn = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
+    return torch.einsum('bnhwk,bnhwkd->bnhwd', attn, gather(v))
+
+
+@contextmanager
+def traceable_backbones() -> Iterator[None]:
+    """DAT's neighbourhood attention through :func:`gathered_neighborhood_attention`."""
+    with _swapped(na_module, 'neighborhood_attention_2d', gathered_neighborhood_attention):
+        yield
+
+
+@contextmanager
+def _swapped(module, name: str, replacement) -> Iterator[None]:
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)

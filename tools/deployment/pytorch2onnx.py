@@ -1,0 +1,103 @@
+"""Export Deformable DETR (or a detector's backbone, e.g. DAT) to ONNX and check it.
+
+    python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT [--out model.onnx]
+        [--part detector|backbone] [--image IMG | --shape H W] [--check-shape H W]
+        [--opset 17] [--atol 1e-3] [--cfg-options k=v ...]
+
+The graph takes a normalized image ``image (1, 3, height, width)`` (dynamic height and width)
+and returns, for ``--part detector`` (an ``MSDADeformableDETR``), the last decoder layer's
+class logits ``scores (1, queries, classes)`` and boxes ``boxes (1, queries, 4)`` as
+normalized (cx, cy, w, h); for ``--part backbone`` the backbone's feature maps. Deformable
+attention is exported through the exact ``grid_sample`` path of the op (opset >= 16). The
+graph is checked with ``onnx.checker``, then run with onnxruntime on CPU at the export size
+and at ``--check-shape`` (default: a second, different size), and compared with PyTorch;
+the exit status is 1 when a difference exceeds ``--atol``.
+
+The graph runs at any size whose feature maps take the same branches as the export size:
+a DAT stage map smaller than its neighbourhood-attention kernel (7) is padded by an amount
+the trace fixes, so export at a size like the one you deploy at (stage-3 maps of 7 or more).
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import DictAction
+
+from dat_det.analysis.inputs import load_detector, prepare_image
+from dat_det.deployment import (
+    DeformableDETRForExport,
+    compare_with_onnxruntime,
+    detector_outputs,
+    export_onnx,
+)
+from dat_det.utils.errors import UserInputError, exit_on_user_error
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Export to ONNX and compare with PyTorch')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', default='model.onnx', help='output .onnx file')
+    parser.add_argument('--part', choices=['detector', 'backbone'], default='detector')
+    parser.add_argument('--image', help='export with this image (test pipeline applied)')
+    parser.add_argument('--shape', type=int, nargs=2, default=[512, 640], metavar=('H', 'W'),
+                        help='random export input of this size (without --image)')
+    parser.add_argument('--check-shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='second size run by onnxruntime (default: 5/4 of the export size)')
+    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--atol', type=float, default=1e-3,
+                        help='largest accepted |onnxruntime - PyTorch|')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override existing config keys')
+    return parser.parse_args()
+
+
+def export_target(model, part: str):
+    """(module to export, PyTorch reference callable, output names)."""
+    if part == 'backbone':
+        backbone = model.backbone
+        with torch.no_grad():
+            num_outs = len(backbone(torch.zeros(1, 3, 64, 64)))
+        return backbone, backbone, [f'feat{i}' for i in range(num_outs)]
+    if not hasattr(model, 'encoder') or type(model).__name__ != 'MSDADeformableDETR':
+        raise UserInputError(f'--part detector exports MSDADeformableDETR, the config builds '
+                             f'{type(model).__name__}; use --part backbone')
+    return (DeformableDETRForExport(model).eval(),
+            lambda image: detector_outputs(model, image), ['scores', 'boxes'])
+
+
+def main() -> None:
+    args = parse_args()
+    with exit_on_user_error():
+        if args.opset < 16:
+            raise UserInputError(f'--opset {args.opset} has no GridSample; use >= 16')
+        if not osp.isdir(osp.dirname(osp.abspath(args.out))):
+            raise UserInputError(f'output folder not found: {osp.dirname(args.out)}')
+        model, cfg = load_detector(args.config, args.checkpoint, args.cfg_options)
+        if args.image:
+            image = prepare_image(model, cfg, args.image)[0]
+        else:
+            image = torch.randn(1, 3, *args.shape, generator=torch.Generator().manual_seed(0))
+        module, reference, names = export_target(model, args.part)
+    height, width = image.shape[-2:]
+    check = args.check_shape or [height * 5 // 4, width * 5 // 4]
+    second = torch.randn(1, 3, *check, generator=torch.Generator().manual_seed(1))
+
+    export_onnx(module, image, args.out, names, args.opset)
+    print(f'exported {args.part} to {args.out} (opset {args.opset}, graph checked)')
+    worst = 0.0
+    for img, diffs in zip((image, second),
+                          compare_with_onnxruntime(args.out, reference, (image, second))):
+        text = ', '.join(f'{name} {diff:.2e}' for name, diff in diffs.items())
+        print(f'onnxruntime vs PyTorch at {tuple(img.shape[-2:])}: max |diff| {text}')
+        worst = max(worst, *diffs.values())
+    if worst > args.atol:
+        print(f'error: onnxruntime differs from PyTorch by {worst:.2e} > --atol {args.atol}',
+              file=sys.stderr)
+        sys.exit(1)
+    print(f'outputs match within {args.atol}')
+
+
+if __name__ == '__main__':
+    main()
