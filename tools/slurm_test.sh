@@ -14,6 +14,8 @@ SRUN_ARGS=${SRUN_ARGS:-}
 PYTHON=${PYTHON:-python}
 
 cd "$(dirname "$0")/.."
+# the repository root on the path lets configs import `projects.*` through custom_imports
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" \
     --ntasks="$GPUS" --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 $SRUN_ARGS \
