@@ -9,7 +9,7 @@ pytest.importorskip('mmdet')
 
 from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
 
-CONFIG = str(REPO_ROOT / 'configs' / 'demo' / 'demo_shapes.py')
+CONFIG = str(REPO_ROOT / 'configs' / 'demo' / 'fcos_r18-half_shapes.py')
 
 
 def write_log(path, times, loss0: float) -> None:

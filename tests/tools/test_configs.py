@@ -55,7 +55,7 @@ def _num_classes(model_cfg) -> int:
 
 
 def test_configs_are_found():
-    assert 'configs/demo/demo_shapes.py' in CONFIG_FILES
+    assert 'configs/demo/fcos_r18-half_shapes.py' in CONFIG_FILES
 
 
 @pytest.mark.parametrize('config', CONFIG_FILES)

@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import REPO_ROOT, run_tool
 
-CONFIG = str(REPO_ROOT / 'configs' / 'demo' / 'demo_shapes.py')
+CONFIG = str(REPO_ROOT / 'configs' / 'demo' / 'fcos_r18-half_shapes.py')
 
 
 def data_options(root: Path) -> list[str]:

@@ -1,4 +1,4 @@
-# The README's demo: a small FCOS (ResNet-18 at half width, from scratch) on the generated
+# A small stock mmdet FCOS (ResNet-18 at half width, from scratch) on the generated
 # shapes dataset; trains on 2 CPU cores in a few minutes.
 _base_ = [
     '../_base_/datasets/shapes_detection.py',
