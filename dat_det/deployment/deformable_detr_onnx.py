@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dat_det.models.layers.deformable_detr import level_start_index
+from dat_det.utils.errors import UserInputError
 
 from .traceable import LevelSizes, msda_on_traced_sizes
 
@@ -42,7 +43,7 @@ class DeformableDETRForExport(nn.Module):
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
         if detector.as_two_stage:
-            raise ValueError('ONNX export of two-stage Deformable DETR is not supported yet')
+            raise UserInputError('ONNX export of two-stage Deformable DETR is not supported yet')
         self.detector = detector
 
     def forward(self, image: Tensor) -> Tuple[Tensor, Tensor]:
