@@ -9,10 +9,8 @@ import os.path as osp
 
 from mmdet.evaluation import DumpDetResults
 from mmengine.config import DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from dat_det.engine import setup_cpu_distributed
+from dat_det.engine import build_runner, set_work_dir
 from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
 from dat_det.utils.config import load_config
 from dat_det.utils.data_check import check_dataloader_datasets
@@ -46,10 +44,7 @@ def build_cfg(args: argparse.Namespace):
         raise UserInputError(f'--out must be a .pkl file, got {args.out}')
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint
     if args.show_dir:
         hook = cfg.get('default_hooks', {}).get('visualization')
@@ -65,8 +60,7 @@ def main() -> None:
     allow_mmengine_checkpoints()
     with exit_on_user_error():
         cfg = build_cfg(args)
-        setup_cpu_distributed(cfg)
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)
     if args.out:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     runner.test()

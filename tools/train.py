@@ -8,10 +8,8 @@ import os
 import os.path as osp
 
 from mmengine.config import DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from dat_det.engine import setup_cpu_distributed
+from dat_det.engine import build_runner, set_work_dir
 from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
 from dat_det.utils.config import load_config
 from dat_det.utils.data_check import check_dataloader_datasets
@@ -41,10 +39,7 @@ def parse_args() -> argparse.Namespace:
 def build_cfg(args: argparse.Namespace):
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -68,8 +63,7 @@ def main() -> None:
     allow_mmengine_checkpoints()
     with exit_on_user_error():
         cfg = build_cfg(args)
-        setup_cpu_distributed(cfg)
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)
     runner.train()
 
 
