@@ -14,9 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from dat_det.models.layers.deformable_detr import level_start_index
-from dat_det.utils.errors import UserInputError
 
-from .traceable import LevelSizes, msda_on_traced_sizes
+from .traceable import LevelSizes, msda_on_traced_sizes, proposals_on_traced_sizes
 
 
 def encoder_reference_points(level_sizes: LevelSizes, device: torch.device) -> Tensor:
@@ -36,14 +35,12 @@ class DeformableDETRForExport(nn.Module):
     classes)`` (logits) and ``boxes`` ``(1, Nq, 4)`` normalized (cx, cy, w, h).
 
     Args:
-        detector: an :class:`MSDADeformableDETR` in eval mode (single-stage queries; with or
-            without box refinement).
+        detector: an :class:`MSDADeformableDETR` in eval mode (any variant: with or without
+            box refinement, single- or two-stage).
     """
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
-        if detector.as_two_stage:
-            raise UserInputError('ONNX export of two-stage Deformable DETR is not supported yet')
         self.detector = detector
 
     def forward(self, image: Tensor) -> Tuple[Tensor, Tensor]:
@@ -59,7 +56,7 @@ class DeformableDETRForExport(nn.Module):
             pos.append(level_pos + det.level_embed[lvl])
         memory, pos = torch.cat(flat, 1), torch.cat(pos, 1)
         valid_ratios = memory.new_ones(1, len(feats), 2)
-        with msda_on_traced_sizes(level_sizes):
+        with msda_on_traced_sizes(level_sizes), proposals_on_traced_sizes(level_sizes):
             references = encoder_reference_points(level_sizes, image.device)
             for layer in det.encoder.layers:
                 memory = layer(memory, pos, references, spatial_shapes, start_index, None)

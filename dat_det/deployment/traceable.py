@@ -12,6 +12,7 @@ from torch import Tensor
 
 from dat_det.models.layers.dat import neighborhood_attention as na_module
 from dat_det.models.layers.deformable_detr import msda as msda_module
+from dat_det.models.layers.deformable_detr.utils import inverse_sigmoid
 from dat_det.ops.msda_pytorch import msda_pytorch
 
 LevelSizes = List[Tuple[int, int]]
@@ -28,6 +29,36 @@ def msda_on_traced_sizes(level_sizes: LevelSizes) -> Iterator[None]:
         return msda_pytorch(value, level_sizes, sampling_locations, attention_weights)
 
     with _swapped(msda_module, 'multi_scale_deformable_attn', op):
+        yield
+
+
+@contextmanager
+def proposals_on_traced_sizes(level_sizes: LevelSizes) -> Iterator[None]:
+    """Two-stage proposals built from ``level_sizes`` (traced ``(H, W)``) and the
+    ``spatial_shapes`` tensor instead of ``spatial_shapes.tolist()``, which a trace would freeze.
+    Same boxes as :func:`encoder_proposals` for unpadded images (no memory mask)."""
+    from dat_det.models.detectors import deformable_detr as detector_module
+
+    def proposals(memory: Tensor, memory_mask: Optional[Tensor],
+                  spatial_shapes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        if memory_mask is not None:
+            raise ValueError('exported two-stage proposals assume unpadded images')
+        batch = memory.shape[0]
+        levels = []
+        for lvl, (height, width) in enumerate(level_sizes):
+            ys = torch.arange(height, device=memory.device).to(memory.dtype) + 0.5
+            xs = torch.arange(width, device=memory.device).to(memory.dtype) + 0.5
+            grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+            grid = torch.stack([grid_x, grid_y], -1) / spatial_shapes[lvl].flip(0).to(
+                memory.dtype)
+            wh = torch.ones_like(grid) * (0.05 * 2.0 ** lvl)
+            levels.append(torch.cat((grid, wh), -1).reshape(1, -1, 4).expand(batch, -1, -1))
+        boxes = torch.cat(levels, 1)
+        valid = ((boxes > 0.01) & (boxes < 0.99)).all(-1)
+        logits = inverse_sigmoid(boxes, eps=0.0).masked_fill(~valid[..., None], float('inf'))
+        return memory.masked_fill(~valid[..., None], 0.0), logits, valid
+
+    with _swapped(detector_module, 'encoder_proposals', proposals):
         yield
 
 

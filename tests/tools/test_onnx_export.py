@@ -42,6 +42,18 @@ def test_deformable_detr_matches_pytorch_at_two_sizes(tmp_path, tiny_refine_mode
     assert [d.dim_param for d in dims[2:]] == ['height', 'width']
 
 
+def test_two_stage_deformable_detr_matches_pytorch(tmp_path, tiny_shapes_root):
+    config = tiny_ddetr_config(tmp_path, tiny_shapes_root, with_box_refine=True,
+                               as_two_stage=True)
+    checkpoint = random_checkpoint(config, tmp_path / 'tiny_twostage.pth')
+    proc = run_tool('deployment/pytorch2onnx.py', str(config), str(checkpoint), '--out',
+                    str(tmp_path / 'twostage.onnx'), '--shape', '128', '160',
+                    '--check-shape', '160', '128', '--atol', '1e-4')
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    diffs = max_diffs(proc.stdout)
+    assert len(diffs) == 4 and max(diffs) < 1e-4, proc.stdout
+
+
 def test_dat_backbone_matches_pytorch(tmp_path, tiny_refine_model):
     config, checkpoint = tiny_refine_model
     proc = run_tool('deployment/pytorch2onnx.py', str(config), str(checkpoint), '--part',

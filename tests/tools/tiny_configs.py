@@ -15,14 +15,15 @@ TINY_DAT = dict(
     out_indices=(1, 2, 3), init_cfg=None)
 
 
-def tiny_ddetr_model(with_box_refine: bool = False) -> dict:
+def tiny_ddetr_model(with_box_refine: bool = False, as_two_stage: bool = False) -> dict:
     """The Deformable DETR recipe's model with a DAT++ of 16-128 channels, 2+2 layers, 32 dims."""
     from mmengine.config import Config
 
     model = Config.fromfile(str(DDETR_CONFIG)).model.to_dict()
     attn = dict(embed_dims=32, num_heads=4, num_points=2, batch_first=True)
     ffn = dict(embed_dims=32, feedforward_channels=64, ffn_drop=0.0)
-    model.update(num_queries=20, with_box_refine=with_box_refine, backbone=dict(TINY_DAT),
+    model.update(num_queries=20, with_box_refine=with_box_refine, as_two_stage=as_two_stage,
+                 backbone=dict(TINY_DAT),
                  test_cfg=dict(max_per_img=20))
     model['neck'].update(in_channels=[32, 64, 128], out_channels=32,
                          norm_cfg=dict(type='GN', num_groups=8))
@@ -35,7 +36,8 @@ def tiny_ddetr_model(with_box_refine: bool = False) -> dict:
     return model
 
 
-def tiny_ddetr_config(root: Path, data_root: Path, with_box_refine: bool = False) -> Path:
+def tiny_ddetr_config(root: Path, data_root: Path, with_box_refine: bool = False,
+                      as_two_stage: bool = False) -> Path:
     """Write a config of :func:`tiny_ddetr_model` on the shapes dataset at ``data_root``."""
     runtime = REPO_ROOT / 'configs' / '_base_' / 'default_runtime.py'
     shapes = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'shapes_detection.py'
@@ -43,7 +45,7 @@ def tiny_ddetr_config(root: Path, data_root: Path, with_box_refine: bool = False
 _base_ = ['{shapes}', '{runtime}']
 custom_imports = dict(imports=['dat_det.models'], allow_failed_imports=False)
 data_root = '{data_root}/'
-model = {tiny_ddetr_model(with_box_refine)!r}
+model = {tiny_ddetr_model(with_box_refine, as_two_stage)!r}
 loader = dict(num_workers=0, persistent_workers=False)
 train_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
 val_dataloader = dict(batch_size=1, **loader, dataset=dict(data_root=data_root))
@@ -57,7 +59,9 @@ optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
                      clip_grad=dict(max_norm=0.1, norm_type=2))
 default_hooks = dict(logger=dict(interval=1))
 """
-    path = root / ('tiny_ddetr_refine.py' if with_box_refine else 'tiny_ddetr.py')
+    name = 'tiny_ddetr' + ('_refine' if with_box_refine else '') + (
+        '_twostage' if as_two_stage else '')
+    path = root / f'{name}.py'
     path.write_text(text)
     return path
 
