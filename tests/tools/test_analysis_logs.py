@@ -80,3 +80,31 @@ def test_browse_dataset_missing_data(tmp_path):
                     f'train_dataloader.dataset.data_root={tmp_path}/nope/')
     assert proc.returncode == 2
     assert 'dataset folder not found' in proc.stderr.strip().splitlines()[-1]
+
+
+def test_browse_dataset_draws_instance_masks(tmp_path, tiny_shapes_root):
+    """With masks loaded, the pictures differ from the boxes-only ones inside the objects."""
+    import numpy as np
+    from PIL import Image
+
+    config = tmp_path / 'with_masks.py'
+    config.write_text(f"""_base_ = '{CONFIG}'
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs')]))
+""")
+    data = f'train_dataloader.dataset.data_root={tiny_shapes_root}/'
+    boxes_only = config.with_name('boxes_only.py')
+    boxes_only.write_text(config.read_text().replace(', with_mask=True', ''))
+    outputs = {}
+    for name, cfg in (('masks', config), ('boxes', boxes_only)):
+        outputs[name] = tmp_path / name
+        proc = run_tool('analysis_tools/browse_dataset.py', str(cfg), '--output-dir',
+                        str(outputs[name]), '--num', '2', '--cfg-options', data)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for png in sorted(outputs['boxes'].glob('*.png')):
+        a = np.asarray(Image.open(png).convert('RGB'), dtype=np.int32)
+        b = np.asarray(Image.open(outputs['masks'] / png.name).convert('RGB'), dtype=np.int32)
+        assert a.shape == b.shape
+        assert (np.abs(a - b).sum(-1) > 30).mean() > 0.01, png.name
