@@ -10,7 +10,7 @@ import os.path as osp
 from mmdet.evaluation import DumpDetResults
 from mmengine.config import DictAction
 
-from dat_det.engine import build_runner, set_work_dir
+from dat_det.engine import build_runner, set_work_dir, teardown_distributed
 from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
 from dat_det.utils.config import load_config
 from dat_det.utils.data_check import check_dataloader_datasets
@@ -64,6 +64,7 @@ def main() -> None:
     if args.out:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     runner.test()
+    teardown_distributed()
 
 
 if __name__ == '__main__':

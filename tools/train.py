@@ -9,7 +9,7 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from dat_det.engine import build_runner, set_work_dir
+from dat_det.engine import build_runner, set_work_dir, teardown_distributed
 from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
 from dat_det.utils.config import load_config
 from dat_det.utils.data_check import check_dataloader_datasets
@@ -65,6 +65,7 @@ def main() -> None:
         cfg = build_cfg(args)
         runner = build_runner(cfg)
     runner.train()
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -30,3 +30,14 @@ def setup_cpu_distributed(cfg) -> None:
         cfg.model_wrapper_cfg = dict(
             type='CPUDistributedDataParallel', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def teardown_distributed() -> None:
+    """Destroy the default process group, if any, before the interpreter exits.
+
+    Left alive, gloo's worker threads can be torn down mid-flight at exit, which aborts the
+    process ("terminate called without an active exception") after a successful run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
