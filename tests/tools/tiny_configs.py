@@ -15,18 +15,25 @@ TINY_DAT = dict(
     out_indices=(1, 2, 3), init_cfg=None)
 
 
-def tiny_ddetr_model(with_box_refine: bool = False, as_two_stage: bool = False) -> dict:
-    """The Deformable DETR recipe's model with a DAT++ of 16-128 channels, 2+2 layers, 32 dims."""
+def tiny_ddetr_model(with_box_refine: bool = False, as_two_stage: bool = False,
+                     num_feature_levels: int = 4) -> dict:
+    """The Deformable DETR recipe's model with a DAT++ of 16-128 channels, 2+2 layers, 32 dims.
+
+    ``num_feature_levels=1`` is the single-scale variant (the last backbone stage only).
+    """
     from mmengine.config import Config
 
     model = Config.fromfile(str(DDETR_CONFIG)).model.to_dict()
-    attn = dict(embed_dims=32, num_heads=4, num_points=2, batch_first=True)
+    attn = dict(embed_dims=32, num_heads=4, num_levels=num_feature_levels, num_points=2,
+                batch_first=True)
     ffn = dict(embed_dims=32, feedforward_channels=64, ffn_drop=0.0)
+    single_scale = num_feature_levels == 1
     model.update(num_queries=20, with_box_refine=with_box_refine, as_two_stage=as_two_stage,
-                 backbone=dict(TINY_DAT),
+                 num_feature_levels=num_feature_levels,
+                 backbone=dict(TINY_DAT, out_indices=(3, ) if single_scale else (1, 2, 3)),
                  test_cfg=dict(max_per_img=20))
-    model['neck'].update(in_channels=[32, 64, 128], out_channels=32,
-                         norm_cfg=dict(type='GN', num_groups=8))
+    model['neck'].update(in_channels=[128] if single_scale else [32, 64, 128], out_channels=32,
+                         num_outs=num_feature_levels, norm_cfg=dict(type='GN', num_groups=8))
     model['encoder'] = dict(num_layers=2, layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn))
     model['decoder'].update(num_layers=2, layer_cfg=dict(
         self_attn_cfg=dict(embed_dims=32, num_heads=4, dropout=0.0, batch_first=True),
@@ -37,7 +44,7 @@ def tiny_ddetr_model(with_box_refine: bool = False, as_two_stage: bool = False) 
 
 
 def tiny_ddetr_config(root: Path, data_root: Path, with_box_refine: bool = False,
-                      as_two_stage: bool = False) -> Path:
+                      as_two_stage: bool = False, num_feature_levels: int = 4) -> Path:
     """Write a config of :func:`tiny_ddetr_model` on the shapes dataset at ``data_root``."""
     runtime = REPO_ROOT / 'configs' / '_base_' / 'default_runtime.py'
     shapes = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'shapes_detection.py'
@@ -45,7 +52,7 @@ def tiny_ddetr_config(root: Path, data_root: Path, with_box_refine: bool = False
 _base_ = ['{shapes}', '{runtime}']
 custom_imports = dict(imports=['dat_det.models'], allow_failed_imports=False)
 data_root = '{data_root}/'
-model = {tiny_ddetr_model(with_box_refine, as_two_stage)!r}
+model = {tiny_ddetr_model(with_box_refine, as_two_stage, num_feature_levels)!r}
 loader = dict(num_workers=0, persistent_workers=False)
 train_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
 val_dataloader = dict(batch_size=1, **loader, dataset=dict(data_root=data_root))
@@ -59,8 +66,8 @@ optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
                      clip_grad=dict(max_norm=0.1, norm_type=2))
 default_hooks = dict(logger=dict(interval=1))
 """
-    name = 'tiny_ddetr' + ('_refine' if with_box_refine else '') + (
-        '_twostage' if as_two_stage else '')
+    name = 'tiny_ddetr' + ('_single-scale' if num_feature_levels == 1 else '') + (
+        '_refine' if with_box_refine else '') + ('_twostage' if as_two_stage else '')
     path = root / f'{name}.py'
     path.write_text(text)
     return path
