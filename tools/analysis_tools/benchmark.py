@@ -13,19 +13,21 @@ reports both, their output difference and the speed ratio.
 """
 import argparse
 import copy
-import resource
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
+from mmdet.structures.mask import BitmapMasks
 from mmdet.utils import register_all_modules
 from mmengine.config import Config, DictAction
 from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
 from mmengine.utils import import_modules_from_strings
+
+from dat_det.utils.memory import peak_rss_growth_mib
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,8 +50,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def make_batch(size: List[int], batch_size: int, num_boxes: int = 5, seed: int = 0) -> Dict:
-    """Random uint8 images and data samples (with random boxes) as a dataloader yields."""
+def make_batch(size: List[int], batch_size: int, num_classes: int, with_masks: bool = False,
+               num_boxes: int = 5, seed: int = 0) -> Dict:
+    """Random uint8 images and data samples (with random boxes, labels below
+    ``num_classes`` and, if asked, box-filling masks) as a dataloader yields."""
     gen = torch.Generator().manual_seed(seed)
     height, width = size
     inputs, samples = [], []
@@ -62,16 +66,21 @@ def make_batch(size: List[int], batch_size: int, num_boxes: int = 5, seed: int =
         xy = torch.rand(num_boxes, 2, generator=gen) * torch.tensor([width, height]) * 0.6
         wh = (torch.rand(num_boxes, 2, generator=gen) * 0.3 + 0.05) * torch.tensor(
             [width, height])
-        sample.gt_instances = InstanceData(bboxes=torch.cat([xy, xy + wh], 1),
-                                           labels=torch.randint(0, 10, (num_boxes, ),
+        boxes = torch.cat([xy, xy + wh], 1)
+        sample.gt_instances = InstanceData(bboxes=boxes,
+                                           labels=torch.randint(0, num_classes, (num_boxes, ),
                                                                 generator=gen))
+        if with_masks:
+            sample.gt_instances.masks = box_masks(boxes, height, width)
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
 
 def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
           device: str) -> List[Dict[str, float]]:
-    """Median/min/mean seconds of each of ``fns`` after ``warmup`` calls, peak memory (MiB).
+    """Median/min/mean seconds of each of ``fns`` after ``warmup`` calls, peak memory (MiB):
+    CUDA memory allocated during a call, or on CPU the growth of resident memory over one call
+    (None where the RSS high-water mark cannot be reset).
 
     Several functions are timed interleaved, in alternating order, so that a busy machine
     slows them alike and their ratio stays meaningful; on a shared machine the minimum is the
@@ -82,7 +91,7 @@ def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
         for _ in range(warmup):
             fn()
     times: List[List[float]] = [[] for _ in fns]
-    peaks = [0.0] * len(fns)
+    peaks: List[Optional[float]] = [0.0] * len(fns)
     for it in range(iters):
         order = range(len(fns)) if it % 2 == 0 else reversed(range(len(fns)))
         for i in order:
@@ -95,10 +104,34 @@ def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
                 torch.cuda.synchronize()
                 peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated() / 2**20)
             times[i].append(time.perf_counter() - start)
-    if not cuda:  # process-wide peak resident memory (Linux reports KiB)
-        peaks = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024] * len(fns)
+    if not cuda:  # one more call each, outside the timing: its growth of peak RSS
+        peaks = [peak_rss_growth_mib(fn)[1] for fn in fns]
     return [dict(median=statistics.median(t), min=min(t), mean=statistics.mean(t), peak_mib=p)
             for t, p in zip(times, peaks)]
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> BitmapMasks:
+    """Instance masks that fill their ``(n, 4)`` xyxy boxes."""
+    ys = torch.arange(height).view(1, height, 1) + 0.5
+    xs = torch.arange(width).view(1, 1, width) + 0.5
+    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    return BitmapMasks(inside.numpy().astype('uint8'), height, width)
+
+
+def num_classes(model: torch.nn.Module) -> int:
+    """Classes of the detector's head (of its first stage for cascades, of its RPN-less roi
+    head otherwise); 1 when it has none that says."""
+    for head_name in ('bbox_head', 'roi_head'):
+        head = getattr(model, head_name, None)
+        if head is None:
+            continue
+        if head_name == 'roi_head':
+            head = head.bbox_head[0] if isinstance(head.bbox_head, torch.nn.ModuleList) \
+                else head.bbox_head
+        if hasattr(head, 'num_classes'):
+            return int(head.num_classes)
+    return 1
 
 
 def inference_step(model: torch.nn.Module, batch: Dict) -> Callable[[], list]:
@@ -127,7 +160,8 @@ def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
 
 def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace) -> List[Dict]:
     """Inference (and training) timings of ``models`` on the same random batch."""
-    batch = make_batch(args.img_size, args.batch_size)
+    with_masks = getattr(models[0], 'with_mask', False)
+    batch = make_batch(args.img_size, args.batch_size, num_classes(models[0]), with_masks)
     results: List[Dict] = [{} for _ in models]
     for model in models:
         model.eval()
@@ -146,17 +180,21 @@ def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace) ->
     return results
 
 
+def _mib(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f'{value:.0f} MiB'
+
+
 def report(name: str, results: Dict[str, Dict], batch_size: int) -> None:
     inf = results['inference']
     print(f'[{name}] inference: {inf["median"] * 1e3:.1f} ms/batch (min '
           f'{inf["min"] * 1e3:.1f}, mean {inf["mean"] * 1e3:.1f}), '
           f'{batch_size / inf["median"]:.2f} img/s, '
-          f'peak memory {inf["peak_mib"]:.0f} MiB')
+          f'peak memory {_mib(inf["peak_mib"])}')
     if 'train' in results:
         tr = results['train']
         print(f'[{name}] train iteration: {tr["median"] * 1e3:.1f} ms (min '
               f'{tr["min"] * 1e3:.1f}, mean {tr["mean"] * 1e3:.1f}), '
-              f'peak memory {tr["peak_mib"]:.0f} MiB')
+              f'peak memory {_mib(tr["peak_mib"])}')
 
 
 def max_output_diff(ours: List[DetDataSample], theirs: List[DetDataSample]) -> float:

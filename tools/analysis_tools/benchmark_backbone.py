@@ -21,13 +21,14 @@ import argparse
 import importlib.util
 import json
 import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from dat_det.utils.memory import peak_rss_growth_mib
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,25 +111,6 @@ def train_step(model, x, optimizer, official):
     return feats
 
 
-def reset_peak_rss_kib() -> int:
-    """Resets the process's RSS high-water mark (Linux) and returns the current RSS in KiB;
-    model building must not count as the training step's peak."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-    except OSError:
-        pass
-    return peak_rss_kib()
-
-
-def peak_rss_kib() -> int:
-    try:
-        with open('/proc/self/status') as f:
-            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM'))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def step_peak_mib(which: str, arch: str, size, batch: int, device: str, queue=None):
     """Peak memory of one training step (after a warm-up step) of one model."""
     reference, ours = build_models(arch, size)
@@ -136,9 +118,8 @@ def step_peak_mib(which: str, arch: str, size, batch: int, device: str, queue=No
     del reference, ours
     x = torch.randn(batch, 3, *size, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    rss0 = reset_peak_rss_kib()
-    train_step(model, x, optimizer, which == 'official')  # allocates grads / optimizer state
     if device == 'cuda':
+        train_step(model, x, optimizer, which == 'official')  # allocates grads / opt. state
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -146,8 +127,9 @@ def step_peak_mib(which: str, arch: str, size, batch: int, device: str, queue=No
         torch.cuda.synchronize()
         peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
     else:  # the RSS high-water mark includes the first step's grads and optimizer state
-        train_step(model, x, optimizer, which == 'official')
-        peak = (peak_rss_kib() - rss0) / 1024
+        _, peak = peak_rss_growth_mib(lambda: [
+            train_step(model, x, optimizer, which == 'official') for _ in range(2)])
+        peak = float('nan') if peak is None else peak
     if queue is not None:
         queue.put(peak)
     return peak

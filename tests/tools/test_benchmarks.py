@@ -1,0 +1,60 @@
+"""The model benchmarks run end to end and report what they promise (timings are not checked)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import REPO_ROOT, run_tool
+
+
+def _assert_ok(proc) -> None:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def test_detector_benchmark_compares_with_mmdet(tmp_path, tiny_shapes_root):
+    pytest.importorskip('mmdet')
+    from tests.tools.tiny_configs import tiny_ddetr_config
+
+    # not two-stage: mmdet's proposal embedding is hard-wired to 256 channels
+    config = tiny_ddetr_config(tmp_path, tiny_shapes_root, with_box_refine=True)
+    proc = run_tool('analysis_tools/benchmark.py', str(config), '--compare', '--train',
+                    '--img-size', '96', '128', '--iters', '2', '--warmup', '1')
+    _assert_ok(proc)
+    out = proc.stdout
+    for name in ('MSDADeformableDETR', 'mmdet DeformableDETR'):
+        assert re.search(rf'\[{name}\] inference: [\d.]+ ms/batch .* peak memory \d+ MiB', out)
+        assert re.search(rf'\[{name}\] train iteration: [\d.]+ ms', out)
+    # same weights, same batch: the two models predict the same detections
+    diff = float(re.search(r'max \|ours - mmdet\| over scores and boxes: (\S+)', out).group(1))
+    assert diff < 1e-3
+    assert re.search(r'speed-up of ours over mmdet, inference: [\d.]+x', out)
+    assert re.search(r'speed-up of ours over mmdet, train: [\d.]+x', out)
+
+
+def test_backbone_benchmark_reports_equal_features(tmp_path):
+    out_json = tmp_path / 'backbone.json'
+    proc = run_tool('analysis_tools/benchmark_backbone.py', '--arch', 'dat-t', '--sizes',
+                    '64x96', '--batch', '1', '--iters', '1', '--warmup', '0',
+                    '--json', str(out_json))
+    _assert_ok(proc)
+    rows = json.loads(out_json.read_text())
+    rows = rows if isinstance(rows, list) else [rows]
+    (row,) = rows
+    assert row['size'] == '64x96' and row['device'] == 'cpu'
+    # the official formulation and ours share weights: their features agree
+    assert row['max_abs_feature_diff'] < 1e-4
+    for key in ('official_ms', 'dat_det_ms', 'official_peak_mib', 'dat_det_peak_mib'):
+        assert row[key] > 0, key
+
+
+def test_detector_benchmark_trains_a_mask_config():
+    """Mask heads need ground-truth masks in the random batch (and labels below the head's
+    class count)."""
+    pytest.importorskip('mmdet')
+    config = REPO_ROOT / 'configs' / 'dat' / 'mask-rcnn_dat-t_fpn_1x_coco.py'
+    proc = run_tool('analysis_tools/benchmark.py', str(config), '--train', '--img-size', '96',
+                    '96', '--iters', '1', '--warmup', '0')
+    _assert_ok(proc)
+    assert re.search(r'\[MaskRCNN\] train iteration: [\d.]+ ms', proc.stdout)
