@@ -14,6 +14,7 @@ reports both, their output difference and the speed ratio.
 import argparse
 import copy
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -25,7 +26,7 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config, DictAction
 from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
-from mmengine.utils import import_modules_from_strings
+from mmengine.utils import ProgressBar, import_modules_from_strings
 
 from dat_det.utils.memory import peak_rss_growth_mib
 
@@ -80,16 +81,19 @@ def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
           device: str) -> List[Dict[str, float]]:
     """Median/min/mean seconds of each of ``fns`` after ``warmup`` calls, peak memory (MiB):
     CUDA memory allocated during a call, or on CPU the growth of resident memory over one call
-    (None where the RSS high-water mark cannot be reset).
+    (a lower bound: memory the allocator kept from earlier calls is reused, not counted; None
+    where the RSS high-water mark cannot be reset).
 
     Several functions are timed interleaved, in alternating order, so that a busy machine
     slows them alike and their ratio stays meaningful; on a shared machine the minimum is the
     least disturbed estimate.
     """
     cuda = device.startswith('cuda')
+    progress = ProgressBar(len(fns) * (warmup + iters), file=sys.stderr)  # stdout: results
     for fn in fns:
         for _ in range(warmup):
             fn()
+            progress.update()
     times: List[List[float]] = [[] for _ in fns]
     peaks: List[Optional[float]] = [0.0] * len(fns)
     for it in range(iters):
@@ -104,6 +108,8 @@ def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
                 torch.cuda.synchronize()
                 peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated() / 2**20)
             times[i].append(time.perf_counter() - start)
+            progress.update()
+    sys.stderr.write('\n')
     if not cuda:  # one more call each, outside the timing: its growth of peak RSS
         peaks = [peak_rss_growth_mib(fn)[1] for fn in fns]
     return [dict(median=statistics.median(t), min=min(t), mean=statistics.mean(t), peak_mib=p)
