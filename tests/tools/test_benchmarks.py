@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO_ROOT, run_tool
 
@@ -58,3 +62,14 @@ def test_detector_benchmark_trains_a_mask_config():
                     '96', '--iters', '1', '--warmup', '0')
     _assert_ok(proc)
     assert re.search(r'\[MaskRCNN\] train iteration: [\d.]+ ms', proc.stdout)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a CUDA device is visible')
+def test_gpu_targets_script_refuses_without_cuda(tmp_path):
+    script = REPO_ROOT / 'tools' / 'analysis_tools' / 'gpu_targets.sh'
+    proc = subprocess.run(['bash', str(script), str(tmp_path / 'out')], capture_output=True,
+                          text=True, env={**os.environ, 'PY': sys.executable},
+                          timeout=300)
+    assert proc.returncode == 2
+    assert 'no CUDA device' in proc.stderr
+    assert not (tmp_path / 'out').exists()

@@ -123,7 +123,7 @@ def candidate_ops(device: torch.device, dtype: torch.dtype) -> Dict[str, OpFn]:
         )
     except ImportError:
         return ops
-    if device.type == 'cuda':
+    if device.type == 'cuda' and mmcv_has_cuda_ops():
         def mmcv_cuda(value, shapes, starts, locations, weights):
             if dtype == torch.bfloat16:
                 value, locations, weights = value.float(), locations.float(), weights.float()
@@ -135,6 +135,16 @@ def candidate_ops(device: torch.device, dtype: torch.dtype) -> Dict[str, OpFn]:
     ops['mmcv_pytorch'] = lambda value, shapes, starts, locations, weights: (
         multi_scale_deformable_attn_pytorch(value, shapes, locations, weights))
     return ops
+
+
+def mmcv_has_cuda_ops() -> bool:
+    """Whether mmcv was compiled with its CUDA ops (a CPU-only build imports fine but its
+    compiled op fails on CUDA tensors)."""
+    try:
+        from mmcv.ops import get_compiling_cuda_version
+    except ImportError:
+        return False
+    return get_compiling_cuda_version() != 'not available'
 
 
 def _dat_det_op(value: Tensor, shapes: Tensor, starts: Tensor, locations: Tensor,
