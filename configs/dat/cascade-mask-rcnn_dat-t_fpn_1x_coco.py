@@ -4,9 +4,9 @@
 # Weights: the official ImageNet-1k checkpoint (github.com/LeapLabTHU/DAT, README), saved as
 # checkpoints/dat_tiny_in1k_224.pth; set init_cfg=None to train from scratch.
 _base_ = [
-    '../_base_/models/cascade-mask-rcnn_r50_fpn.py',
-    '../_base_/datasets/coco_instance.py',
-    '../_base_/schedules/dat_adamw_1x.py', '../_base_/default_runtime.py'
+    'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    '../_base_/schedules/dat_adamw_1x.py', 'mmdet::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['dat_det.models'], allow_failed_imports=False)
 

@@ -2,7 +2,7 @@
 # deformable-detr_r50_16xb2-50e_coco.py (official: AdamW 2e-4, backbone and sampling offsets /
 # reference points x0.1, weight decay 1e-4, grad clip 0.1, lr drop at epoch 40, total batch 32),
 # with the transformer on dat_det's multi-scale deformable attention.
-_base_ = ['../_base_/datasets/coco_detection.py', '../_base_/default_runtime.py']
+_base_ = ['mmdet::_base_/datasets/coco_detection.py', 'mmdet::_base_/default_runtime.py']
 custom_imports = dict(imports=['dat_det.models'], allow_failed_imports=False)
 
 model = dict(

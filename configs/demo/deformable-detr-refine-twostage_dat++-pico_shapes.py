@@ -5,7 +5,7 @@
 # with one intra-op thread (OMP_NUM_THREADS=1; more threads than free cores slow it down a lot).
 _base_ = [
     '../_base_/datasets/shapes_detection.py',
-    '../_base_/default_runtime.py',
+    'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['dat_det.models'], allow_failed_imports=False)
 num_classes = 5

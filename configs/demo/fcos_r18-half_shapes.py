@@ -2,7 +2,7 @@
 # shapes dataset; trains on 2 CPU cores in a few minutes.
 _base_ = [
     '../_base_/datasets/shapes_detection.py',
-    '../_base_/default_runtime.py',
+    'mmdet::_base_/default_runtime.py',
 ]
 num_classes = 5
 

@@ -46,7 +46,7 @@ def tiny_ddetr_model(with_box_refine: bool = False, as_two_stage: bool = False,
 def tiny_ddetr_config(root: Path, data_root: Path, with_box_refine: bool = False,
                       as_two_stage: bool = False, num_feature_levels: int = 4) -> Path:
     """Write a config of :func:`tiny_ddetr_model` on the shapes dataset at ``data_root``."""
-    runtime = REPO_ROOT / 'configs' / '_base_' / 'default_runtime.py'
+    runtime = 'mmdet::_base_/default_runtime.py'
     shapes = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'shapes_detection.py'
     text = f"""
 _base_ = ['{shapes}', '{runtime}']

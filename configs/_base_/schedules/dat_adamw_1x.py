@@ -1,7 +1,7 @@
 # The DAT-Detection 1x recipe: AdamW, weight decay 0.05, no decay on norms and position-bias
 # tables, step drops at epochs 8 and 11. The authors' lr was 4x this one for 64 images per
 # batch (these configs: 16).
-_base_ = './schedule_1x.py'
+_base_ = 'mmdet::_base_/schedules/schedule_1x.py'
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)

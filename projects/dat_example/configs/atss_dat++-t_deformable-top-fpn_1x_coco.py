@@ -3,9 +3,9 @@
 #   python tools/train.py projects/dat_example/configs/atss_dat++-t_deformable-top-fpn_1x_coco.py
 # Weights: official DAT++-T ImageNet-1k checkpoint at checkpoints/dat_pp_tiny_in1k_224.pth.
 _base_ = [
-    '../../../configs/_base_/datasets/coco_detection.py',
-    '../../../configs/_base_/schedules/schedule_1x.py',
-    '../../../configs/_base_/default_runtime.py'
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py'
 ]
 custom_imports = dict(
     imports=['dat_det.models', 'projects.dat_example'], allow_failed_imports=False)
