@@ -126,8 +126,8 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> BitmapMasks:
 
 
 def num_classes(model: torch.nn.Module) -> int:
-    """Classes of the detector's head (of its first stage for cascades, of its RPN-less roi
-    head otherwise); 1 when it has none that says."""
+    """Classes of the detector's box head (a one-stage / DETR ``bbox_head``, or the R-CNN
+    ``roi_head``'s, its first stage's for cascades); 1 when no head says."""
     for head_name in ('bbox_head', 'roi_head'):
         head = getattr(model, head_name, None)
         if head is None:
