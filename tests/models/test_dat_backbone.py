@@ -15,15 +15,16 @@ from dat_det.models.checkpoint import load_official_dat, resize_position_tables 
 from dat_det.models.layers.dat import DAT_ARCH_SETTINGS  # noqa: E402
 
 
-def _load_reference():
-    path = Path(__file__).with_name('dat_official_reference.py')
-    spec = importlib.util.spec_from_file_location('dat_official_reference', path)
+def _load_reference(name='dat_official_reference'):
+    path = Path(__file__).with_name(f'{name}.py')
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-ref = _load_reference()
+ref = _load_reference()  # DAT++ release
+ref_v1 = _load_reference('dat_v1_official_reference')  # DAT v1 release
 
 # Small variants of the presets: same block types and options, fewer channels and blocks.
 SMALL = {
@@ -168,10 +169,13 @@ def test_bad_arch_raises():
         build_dat('dat-t', out_indices=(4,))
 
 
-def _official_from_small(arch, img_size=224):
+def _official_from_small(arch, img_size=224, **overrides):
+    """The release the preset reproduces (v1 or DAT++), with the small settings."""
     settings = dict(DAT_ARCH_SETTINGS[arch])
     settings.update(SMALL[arch])
-    return ref.OfficialDAT(img_size=img_size, **settings)
+    settings.update(overrides)
+    release = ref_v1.DAT if settings['formulation'] == 'v1' else ref.OfficialDAT
+    return release(img_size=img_size, **settings)
 
 
 def _randomize(module):
@@ -181,15 +185,34 @@ def _randomize(module):
             p.copy_(torch.randn_like(p) * 0.1)
 
 
-@pytest.mark.parametrize('arch,size', [('dat-t', (224, 224)), ('dat++-t', (96, 128))])
-def test_official_checkpoint_loads_and_gives_identical_features(arch, size, tmp_path):
-    official = _official_from_small(arch).eval()
+# The v1 release runs only at its pre-training size (square, shift masks and rpe tables of
+# that size): 128x128 with 4x4 windows; 'v1_options' adds the v1 conv stem, the v1 MLP with
+# conv, tanh-squashed positions (factor -1) and a stride-2 key grid.
+V1_OPTIONS = dict(use_conv_patches=True, use_dwc_mlps=[True] * 4, strides=[-1, -1, 2, 1],
+                  offset_range_factor=[-1, -1, -1, 2])
+OFFICIAL_CASES = {
+    'dat-t': ('dat-t', (128, 128), dict(window_sizes=[4] * 4)),
+    'dat-t_v1_options': ('dat-t', (128, 128), dict(window_sizes=[4] * 4, **V1_OPTIONS)),
+    'dat++-t': ('dat++-t', (96, 128), {}),
+}
+
+
+def _official_checkpoint(arch, img_size, overrides, tmp_path):
+    official = _official_from_small(arch, img_size=img_size, **overrides).eval()
     _randomize(official)
     ckpt = {'model': {'module.' + k: v for k, v in official.state_dict().items()},
             'epoch': 300}
     path = tmp_path / 'official.pth'
     torch.save(ckpt, path)
-    model = build_dat(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    return official, ckpt, path
+
+
+@pytest.mark.parametrize('case', list(OFFICIAL_CASES))
+def test_official_checkpoint_loads_and_gives_identical_features(case, tmp_path):
+    arch, size, overrides = OFFICIAL_CASES[case]
+    official, ckpt, path = _official_checkpoint(arch, max(size), overrides, tmp_path)
+    model = build_dat(arch, pretrain_img_size=max(size),
+                      init_cfg=dict(type='Pretrained', checkpoint=str(path)), **overrides)
     report = load_official_dat(model, ckpt)
     assert report.unexpected == []
     assert all(k.startswith('norms.') for k in report.missing)
@@ -200,10 +223,35 @@ def test_official_checkpoint_loads_and_gives_identical_features(arch, size, tmp_
         feats = official.forward_features(x)
         outs = model(x)
         for i, (out, feat) in enumerate(zip(outs, feats)):
-            torch.testing.assert_close(out, model.norms[i](feat), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(model.norms[i](feat), out, rtol=1e-5, atol=1e-5)
+            # before the output norm too: the stage features themselves
+            torch.testing.assert_close(model.stages[i](_stage_input(model, x, i))[0], feat,
+                                       rtol=1e-5, atol=1e-5)
     for name, p in official.named_parameters():
         if not name.startswith('cls_'):
             torch.testing.assert_close(model.get_parameter(name), p, msg=name)
+
+
+def _stage_input(model, x, stage):
+    """The input of ``model.stages[stage]`` for image ``x``."""
+    x = model.patch_proj(model.stem_pad(x))
+    for i in range(stage):
+        x = model.down_projs[i](model.down_pads[i](model.stages[i](x)[0]))
+    return x
+
+
+def test_dat_t_with_dat_pp_grids_does_not_match_the_v1_release(tmp_path):
+    """The v1 comparison can fail: DAT++'s normalisation on v1 weights differs clearly."""
+    official, _, path = _official_checkpoint('dat-t', 128, dict(window_sizes=[4] * 4), tmp_path)
+    model = build_dat('dat-t', pretrain_img_size=128, window_sizes=[4] * 4, formulation='v2',
+                      init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    model.eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        feat = official.forward_features(x)[3]
+        out = model.stages[3](_stage_input(model, x, 3))[0]
+    assert (out - feat).abs().max() > 1e-2
 
 
 def test_detector_checkpoint_keeps_backbone_only():

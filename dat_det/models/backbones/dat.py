@@ -52,7 +52,14 @@ class DAT(BaseModule):
         with_cp: activation checkpointing of every block.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint='dat_pp_tiny_in1k_224.pth')``.
         **arch_overrides: any architecture field overriding the preset (``dims``, ``depths``,
-            ``stage_spec``, ``heads``, ``groups``, ``strides``, ``offset_range_factor``, ...).
+            ``stage_spec``, ``heads``, ``groups``, ``strides``, ``offset_range_factor``,
+            ``formulation``, ...).
+
+    ``formulation='v1'`` (the ``dat-t/s/b`` presets) computes what the DAT v1 release (CVPR
+    2022) computes: deformable reference points, query grid and offset range normalised by
+    the key/query grid size ``n`` instead of ``n - 1``, ``tanh`` instead of clamping for a
+    negative ``offset_range_factor``, and the v1 conv stem and MLP with conv when those options
+    are on. ``'v2'`` (``dat++-*``) is the DAT++ release.
 
     Inputs of any size work: the stem and 2x2 down-sampling pad to their stride, window
     attention pads to its window and neighbourhood attention to its kernel, as Swin does.
@@ -77,7 +84,13 @@ class DAT(BaseModule):
         dims, depths, dim_stem = settings['dims'], settings['depths'], settings['dim_stem']
         self.num_features = list(dims)
 
-        if settings['use_conv_patches']:
+        formulation = settings['formulation']
+        if settings['use_conv_patches'] and formulation == 'v1':
+            # The v1 release's conv stem: one 7x7 conv (output ceil(H / patch_size)).
+            self.patch_proj = nn.Sequential(
+                nn.Conv2d(in_channels, dim_stem, 7, patch_size, 3), LayerNorm2d(dim_stem))
+            self.stem_pad = nn.Identity()
+        elif settings['use_conv_patches']:
             self.patch_proj = nn.Sequential(
                 nn.Conv2d(in_channels, dim_stem // 2, 3, patch_size // 2, 1),
                 LayerNorm2d(dim_stem // 2), nn.GELU(),
@@ -109,7 +122,7 @@ class DAT(BaseModule):
                 drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])],
                 use_dwc_mlp=settings['use_dwc_mlps'][i],
                 layer_scale_value=settings['layer_scale_values'][i],
-                use_lpu=settings['use_lpus'][i], with_cp=with_cp))
+                use_lpu=settings['use_lpus'][i], with_cp=with_cp, formulation=formulation))
             self.norms.append(LayerNorm2d(dims[i]) if i in self.out_indices else nn.Identity())
             fmap //= 2
 

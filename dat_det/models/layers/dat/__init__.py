@@ -1,6 +1,12 @@
 """DAT / DAT++ building blocks (torch and einops only, no registry)."""
-from .deformable_attention import DeformableAttention, key_reference_points, query_grid
-from .mlp import TransformerMLP, TransformerMLPWithConv
+from .deformable_attention import (
+    FORMULATIONS,
+    DeformableAttention,
+    deformed_positions,
+    key_reference_points,
+    query_grid,
+)
+from .mlp import TransformerMLP, TransformerMLPWithConv, TransformerMLPWithConvV1
 from .neighborhood_attention import NeighborhoodAttention2D, neighborhood_attention_2d
 from .norm import LayerNorm2d
 from .presets import DAT_ARCH_SETTINGS, DAT_PRETRAIN_DROP_PATH, resolve_arch
@@ -10,6 +16,7 @@ from .window_attention import LocalAttention, ShiftWindowAttention
 
 __all__ = [
     'BLOCK_TYPES', 'DAT_ARCH_SETTINGS', 'DAT_PRETRAIN_DROP_PATH', 'DeformableAttention',
+    'FORMULATIONS', 'TransformerMLPWithConvV1', 'deformed_positions',
     'DropPath', 'LayerNorm2d', 'LayerScale', 'LocalAttention', 'LocalPerceptionUnit',
     'NeighborhoodAttention2D', 'ShiftWindowAttention', 'TransformerMLP',
     'TransformerMLPWithConv', 'TransformerStage', 'key_reference_points',

@@ -8,28 +8,58 @@ import torch.nn.functional as F
 
 from .norm import LayerNorm2d
 
+# How a formulation places key reference points, query positions and offset ranges on the
+# normalised [-1, 1] grid (align_corners=True convention of ``grid_sample``):
+#   'v1' (DAT, CVPR 2022 release): cell centres ``(i + 0.5) / n * 2 - 1`` for keys *and*
+#        queries; offsets ``tanh * factor / n`` when factor > 0, raw when factor == 0, and
+#        ``tanh(reference + offset)`` when factor < 0.
+#   'v2' (DAT++ release): key centres ``(i + 0.5) / (n - 1) * 2 - 1``, query corners
+#        ``i / (n - 1) * 2 - 1``; offsets ``tanh * factor / (n - 1)`` when factor >= 0, and
+#        positions clamped to [-1, 1] when factor < 0.
+# Both are finite on a one-cell axis: 'v1' never divides by zero, 'v2' puts the cell at 0.
+FORMULATIONS = ('v1', 'v2')
 
-def key_reference_points(h: int, w: int, dtype: torch.dtype, device: torch.device
-                         ) -> torch.Tensor:
-    """Reference point of each key cell in the official normalisation, ``(h, w, 2)`` as (y, x).
 
-    The official code maps cell centre ``i + 0.5`` to ``(i + 0.5) / (n - 1) * 2 - 1``. A grid
-    with one row (or column) has no such scale; its single reference is put at the centre, 0.
+def check_formulation(formulation: str) -> str:
+    """The formulation name, or a one-line error naming the valid ones."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f'unknown DAT formulation {formulation!r}; choose from {FORMULATIONS}')
+    return formulation
+
+
+def key_reference_points(h: int, w: int, dtype: torch.dtype, device: torch.device,
+                         formulation: str = 'v2') -> torch.Tensor:
+    """Reference point of each key cell, ``(h, w, 2)`` as (y, x).
+
+    'v2' maps cell centre ``i + 0.5`` to ``(i + 0.5) / (n - 1) * 2 - 1`` (a one-cell axis has
+    no such scale; its single reference is put at the centre, 0); 'v1' to
+    ``(i + 0.5) / n * 2 - 1``.
     """
-    return torch.stack(torch.meshgrid(_centres(h, dtype, device), _centres(w, dtype, device),
-                                      indexing='ij'), -1)
+    axes = [_centres(n, dtype, device, formulation) for n in (h, w)]
+    return torch.stack(torch.meshgrid(*axes, indexing='ij'), -1)
 
 
-def query_grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Query positions ``i / (n - 1) * 2 - 1`` (0 for a single row/column), ``(h, w, 2)``."""
-    return torch.stack(torch.meshgrid(_corners(h, dtype, device), _corners(w, dtype, device),
-                                      indexing='ij'), -1)
+def query_grid(h: int, w: int, dtype: torch.dtype, device: torch.device,
+               formulation: str = 'v2') -> torch.Tensor:
+    """Query positions, ``(h, w, 2)`` as (y, x).
+
+    'v2': ``i / (n - 1) * 2 - 1`` (0 for a single row/column); 'v1': the cell centres of
+    :func:`key_reference_points` (the v1 release reuses its reference-point grid).
+    """
+    if formulation == 'v1':
+        return key_reference_points(h, w, dtype, device, formulation)
+    axes = [_corners(n, dtype, device) for n in (h, w)]
+    return torch.stack(torch.meshgrid(*axes, indexing='ij'), -1)
 
 
-def _centres(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _centres(n: int, dtype: torch.dtype, device: torch.device, formulation: str
+             ) -> torch.Tensor:
+    centres = torch.linspace(0.5, n - 0.5, n, dtype=dtype, device=device)
+    if formulation == 'v1':
+        return centres / float(n) * 2.0 - 1.0
     if n == 1:
         return torch.zeros(1, dtype=dtype, device=device)
-    return torch.linspace(0.5, n - 0.5, n, dtype=dtype, device=device) / (n - 1.0) * 2.0 - 1.0
+    return centres / (n - 1.0) * 2.0 - 1.0
 
 
 def _corners(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -38,9 +68,37 @@ def _corners(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.arange(n, dtype=dtype, device=device) / (n - 1.0) * 2.0 - 1.0
 
 
-def offset_scale(n: int) -> float:
-    """Official offset range ``1 / (n - 1)`` of a key axis with n cells (1 when n == 1)."""
+def offset_scale(n: int, formulation: str = 'v2') -> float:
+    """Offset range of a key axis with n cells: ``1 / n`` ('v1'), ``1 / (n - 1)`` ('v2', 1 when
+    n == 1)."""
+    if formulation == 'v1':
+        return 1.0 / n
     return 1.0 / (n - 1.0) if n > 1 else 1.0
+
+
+def deformed_positions(offset: torch.Tensor, offset_range_factor: float, formulation: str
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Key sampling positions from the raw offsets of the offset network.
+
+    Args:
+        offset: (B*g, 2, Hk, Wk) raw (y, x) offsets.
+        offset_range_factor: see :class:`DeformableAttention`.
+        formulation: 'v1' or 'v2' (see ``FORMULATIONS``).
+
+    Returns:
+        pos: (B*g, Hk, Wk, 2) normalised (y, x) positions; reference: (Hk, Wk, 2).
+    """
+    hk, wk = offset.shape[-2:]
+    reference = key_reference_points(hk, wk, offset.dtype, offset.device, formulation)
+    bounded = offset_range_factor > 0 or (offset_range_factor == 0 and formulation == 'v2')
+    if bounded:
+        offset_range = offset.new_tensor([offset_scale(hk, formulation),
+                                          offset_scale(wk, formulation)])
+        offset = offset.tanh() * (offset_range * offset_range_factor).view(1, 2, 1, 1)
+    pos = offset.permute(0, 2, 3, 1) + reference
+    if offset_range_factor < 0:
+        pos = pos.tanh() if formulation == 'v1' else pos.clamp(-1.0, 1.0)
+    return pos, reference
 
 
 class DeformableAttention(nn.Module):
@@ -59,8 +117,9 @@ class DeformableAttention(nn.Module):
         groups: offset groups (each shares one set of offsets over ``heads // groups`` heads).
         q_size: (H, W) of the query map at pre-training; sizes the ``rpe_table``.
         stride: key grid stride of the offset network.
-        offset_range_factor: >= 0: offsets are ``tanh`` scaled by ``factor / (Hk - 1)``;
-            < 0: raw offsets, positions clamped to [-1, 1].
+        offset_range_factor: > 0: offsets are ``tanh`` scaled by ``factor / (Hk - 1)``
+            (``factor / Hk`` in 'v1'); < 0: raw offsets, positions clamped to [-1, 1]
+            (squashed by ``tanh`` in 'v1'); see :func:`deformed_positions`.
         use_pe: add a relative position bias (or, with ``dwc_pe``, a conv positional term).
         dwc_pe: positional term is a depth-wise 3x3 conv of the queries.
         fixed_pe: a learned bias per (query, key) pair, only valid at ``q_size``.
@@ -68,14 +127,21 @@ class DeformableAttention(nn.Module):
         no_off: no offsets: keys are average-pooled on the regular grid.
         ksize: kernel of the depth-wise offset conv.
         attn_drop, proj_drop: dropout rates.
+        formulation: 'v2' (DAT++ release) or 'v1' (DAT v1 release): grid normalisation and
+            offset range (see ``FORMULATIONS``), and the offset conv is always padded by
+            ``ksize // 2`` in 'v1' (unpadded when ``ksize == stride`` in 'v2').
     """
 
     def __init__(self, dim: int, heads: int, groups: int, q_size: Tuple[int, int],
                  stride: int = 1, offset_range_factor: float = -1, use_pe: bool = True,
                  dwc_pe: bool = False, fixed_pe: bool = False, log_cpb: bool = False,
                  no_off: bool = False, ksize: int = 3, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
+                 proj_drop: float = 0.0, formulation: str = 'v2') -> None:
         super().__init__()
+        self.formulation = check_formulation(formulation)
+        if no_off and formulation == 'v1':
+            raise ValueError("no_off is not part of the 'v1' formulation (the v1 release "
+                             "fails on it); use formulation='v2'")
         if dim % heads != 0:
             raise ValueError(f'dim {dim} is not divisible by heads {heads}')
         if groups < 1 or heads % groups != 0:
@@ -99,7 +165,7 @@ class DeformableAttention(nn.Module):
         self.attn_drop = attn_drop
 
         gc = self.n_group_channels
-        pad = ksize // 2 if ksize != stride else 0
+        pad = ksize // 2 if ksize != stride or formulation == 'v1' else 0
         self.conv_offset = nn.Sequential(
             nn.Conv2d(gc, gc, ksize, stride, pad, groups=gc),
             LayerNorm2d(gc),
@@ -139,17 +205,9 @@ class DeformableAttention(nn.Module):
         b, _, h, w = q.shape
         q_off = q.reshape(b * self.n_groups, self.n_group_channels, h, w)
         offset = self.conv_offset(q_off)  # (B*g, 2, Hk, Wk)
-        hk, wk = offset.shape[-2:]
-        reference = key_reference_points(hk, wk, q.dtype, q.device)
         if self.no_off:
             offset = torch.zeros_like(offset)
-        elif self.offset_range_factor >= 0:
-            offset_range = offset.new_tensor([offset_scale(hk), offset_scale(wk)])
-            offset = offset.tanh() * (offset_range * self.offset_range_factor).view(1, 2, 1, 1)
-        pos = offset.permute(0, 2, 3, 1) + reference
-        if self.offset_range_factor < 0:
-            pos = pos.clamp(-1.0, 1.0)
-        return pos, reference
+        return deformed_positions(offset, self.offset_range_factor, self.formulation)
 
     def _sample_keys(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Input sampled at ``pos``: (B*g, Cg, Hk, Wk)."""
@@ -177,7 +235,8 @@ class DeformableAttention(nn.Module):
                     f'fixed_pe was built for {self.q_h}x{self.q_w} queries and '
                     f'{self.kv_h}x{self.kv_w} keys, got {h}x{w} and {hk}x{wk}')
             return self.rpe_table.unsqueeze(0)
-        q_grid = query_grid(h, w, pos.dtype, pos.device).reshape(1, h * w, 1, 2)
+        q_grid = query_grid(h, w, pos.dtype, pos.device, self.formulation)
+        q_grid = q_grid.reshape(1, h * w, 1, 2)
         displacement = q_grid - pos.reshape(bg, 1, n_sample, 2)  # (B*g, HW, Ns, 2)
         if self.log_cpb:
             displacement = displacement * 4.0

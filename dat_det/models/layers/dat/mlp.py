@@ -39,3 +39,27 @@ class TransformerMLPWithConv(nn.Module):
         x = self.drop1(self.linear1(x))
         x = self.act(x + self.dwc(x))
         return self.drop2(self.linear2(x))
+
+
+class TransformerMLPWithConvV1(nn.Module):
+    """1x1 conv -> depth-wise 3x3 conv -> GELU -> 1x1 conv (the DAT v1 release's MLP with conv).
+
+    Differs from :class:`TransformerMLPWithConv` (DAT++): the depth-wise conv replaces its
+    input instead of being added to it, and ``linear1``/``linear2`` are bare convolutions
+    (official keys ``linear1.weight``, not ``linear1.0.weight``).
+    """
+
+    def __init__(self, channels: int, expansion: int = 4, drop: float = 0.0) -> None:
+        super().__init__()
+        hidden = channels * expansion
+        self.linear1 = nn.Conv2d(channels, hidden, 1, 1, 0)
+        self.drop1 = nn.Dropout(drop)
+        self.act = nn.GELU()
+        self.linear2 = nn.Conv2d(hidden, channels, 1, 1, 0)
+        self.drop2 = nn.Dropout(drop)
+        self.dwc = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
+        x = self.drop1(self.act(self.dwc(self.linear1(x))))
+        return self.drop2(self.linear2(x))

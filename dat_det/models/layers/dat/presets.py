@@ -2,6 +2,8 @@
 import copy
 from typing import Any, Dict, Union
 
+from .deformable_attention import check_formulation
+
 _N_D_STAGES = [['N', 'D'], ['N', 'D'] * 2, ['N', 'D'] * 9, ['D', 'D']]
 
 
@@ -14,7 +16,7 @@ def _dat_v1(dims, depths3, heads, groups) -> Dict[str, Any]:
         log_cpb=[False] * 4, no_offs=[False] * 4, strides=[-1, -1, 1, 1],
         offset_range_factor=[-1, -1, 2, 2], ksizes=[9, 7, 5, 3], nat_ksizes=[3, 3, 3, 3],
         use_dwc_mlps=[False] * 4, use_lpus=[False] * 4, layer_scale_values=[-1] * 4,
-        use_conv_patches=False)
+        use_conv_patches=False, formulation='v1')
 
 
 def _dat_pp(dims, heads, groups) -> Dict[str, Any]:
@@ -24,7 +26,8 @@ def _dat_pp(dims, heads, groups) -> Dict[str, Any]:
         use_pes=[True] * 4, dwc_pes=[False] * 4, fixed_pes=[False] * 4, log_cpb=[False] * 4,
         no_offs=[False] * 4, strides=[8, 4, 2, 1], offset_range_factor=[-1, -1, -1, -1],
         ksizes=[9, 7, 5, 3], nat_ksizes=[7, 7, 7, 7], use_dwc_mlps=[True] * 4,
-        use_lpus=[True] * 4, layer_scale_values=[-1] * 4, use_conv_patches=True)
+        use_lpus=[True] * 4, layer_scale_values=[-1] * 4, use_conv_patches=True,
+        formulation='v2')
 
 
 DAT_ARCH_SETTINGS: Dict[str, Dict[str, Any]] = {
@@ -44,14 +47,18 @@ PER_STAGE_KEYS = ('dims', 'depths', 'stage_spec', 'heads', 'window_sizes', 'grou
                   'use_pes', 'dwc_pes', 'fixed_pes', 'log_cpb', 'no_offs', 'strides',
                   'offset_range_factor', 'ksizes', 'nat_ksizes', 'use_dwc_mlps', 'use_lpus',
                   'layer_scale_values')
-ARCH_KEYS = PER_STAGE_KEYS + ('dim_stem', 'use_conv_patches')
+ARCH_KEYS = PER_STAGE_KEYS + ('dim_stem', 'use_conv_patches', 'formulation')
 
 
 def resolve_arch(arch: Union[str, Dict[str, Any]], **overrides) -> Dict[str, Any]:
     """A full architecture dict from a preset name (or a dict) plus field overrides.
 
+    ``formulation`` is 'v1' for ``dat-*`` (the DAT v1 release's grid normalisation, stem and
+    MLP) and 'v2' for ``dat++-*`` and for dicts that do not set it.
+
     Raises:
-        ValueError: unknown preset or field, or per-stage lists that are not of length 4.
+        ValueError: unknown preset, field or formulation, or per-stage lists that are not of
+            length 4.
     """
     if isinstance(arch, str):
         if arch.lower() not in DAT_ARCH_SETTINGS:
@@ -67,4 +74,5 @@ def resolve_arch(arch: Union[str, Dict[str, Any]], **overrides) -> Dict[str, Any
     for key in PER_STAGE_KEYS:
         if len(settings[key]) != 4:
             raise ValueError(f'{key} must have one entry per stage (4), got {settings[key]}')
+    check_formulation(settings['formulation'])
     return settings

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from .deformable_attention import DeformableAttention
-from .mlp import TransformerMLP, TransformerMLPWithConv
+from .mlp import TransformerMLP, TransformerMLPWithConv, TransformerMLPWithConvV1
 from .neighborhood_attention import NeighborhoodAttention2D
 from .norm import LayerNorm2d
 from .residual import DropPath, LayerScale, LocalPerceptionUnit
@@ -46,6 +46,9 @@ class TransformerStage(nn.Module):
         layer_scale_value: init of layer scales; <= 0 disables them.
         use_lpu: local perception unit before each block (DAT++).
         with_cp: activation checkpointing of every block while training.
+        formulation: 'v2' (DAT++ release) or 'v1' (DAT v1 release): the grids of the D blocks
+            (see :class:`DeformableAttention`) and, with ``use_dwc_mlp``, the v1 MLP
+            (:class:`TransformerMLPWithConvV1`).
     """
 
     def __init__(self, fmap_size: Tuple[int, int], dim_in: int, dim_embed: int, depth: int,
@@ -56,7 +59,7 @@ class TransformerStage(nn.Module):
                  expansion: int = 4, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path_rates: Sequence[float] = (), use_dwc_mlp: bool = False,
                  layer_scale_value: float = -1, use_lpu: bool = False,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False, formulation: str = 'v2') -> None:
         super().__init__()
         if len(stage_spec) != depth:
             raise ValueError(f'stage_spec {list(stage_spec)} does not have depth {depth} blocks')
@@ -73,7 +76,10 @@ class TransformerStage(nn.Module):
         self.proj = nn.Conv2d(dim_in, dim_embed, 1, 1, 0) if dim_in != dim_embed \
             else nn.Identity()
         self.layer_norms = nn.ModuleList(LayerNorm2d(dim_embed) for _ in range(2 * depth))
-        mlp = TransformerMLPWithConv if use_dwc_mlp else TransformerMLP
+        if use_dwc_mlp:
+            mlp = TransformerMLPWithConvV1 if formulation == 'v1' else TransformerMLPWithConv
+        else:
+            mlp = TransformerMLP
         self.mlps = nn.ModuleList(mlp(dim_embed, expansion, drop) for _ in range(depth))
         self.layer_scales = nn.ModuleList(
             LayerScale(dim_embed, layer_scale_value) if layer_scale_value > 0 else nn.Identity()
@@ -94,7 +100,7 @@ class TransformerStage(nn.Module):
                     dim_embed, heads, groups, fmap_size, stride=stride,
                     offset_range_factor=offset_range_factor, use_pe=use_pe, dwc_pe=dwc_pe,
                     fixed_pe=fixed_pe, log_cpb=log_cpb, no_off=no_off, ksize=ksize,
-                    attn_drop=attn_drop, proj_drop=drop)
+                    attn_drop=attn_drop, proj_drop=drop, formulation=formulation)
             self.attns.append(attn)
         self.drop_path = nn.ModuleList(
             DropPath(r) if r > 0 else nn.Identity() for r in drop_path_rates)
