@@ -10,7 +10,11 @@ reference port of the official code in ``tests/models/dat_official_reference.py`
 reference at sizes the official code rejects, its L/S window attention is wrapped with
 the same zero padding to the window that dat_det uses, and its N blocks (natten in the
 official code, not a dependency here) use dat_det's neighbourhood attention: the comparison
-therefore isolates the deformable attention, MLP and stage code. A training step is forward,
+therefore isolates the deformable attention, MLP and stage code. The reference is the DAT++
+release, which, unlike the v1 release, runs at any size; for a 'v1' arch (``dat-*``) dat_det's
+model is built with DAT++'s grid normalisation (``formulation='v2'``, the same operations and
+cost) so that the feature check compares like with like (v1 is tested equal to the v1 release
+in the tests). A training step is forward,
 backward of the squared outputs and an AdamW step; the two models alternate steps so that
 machine load affects both alike (median of ``--iters``). Peak memory: on CUDA the growth of
 ``max_memory_allocated`` over a step after a warm-up step; on CPU the peak RSS growth over two
@@ -77,7 +81,7 @@ def build_models(arch: str, size):
     settings = resolve_arch(arch)
     torch.manual_seed(0)
     reference = ref.OfficialDAT(img_size=224, **settings)
-    ours = DAT(arch=arch, pretrain_img_size=224, drop_path_rate=0.0)
+    ours = DAT(arch=arch, pretrain_img_size=224, drop_path_rate=0.0, formulation='v2')
     for i, (stage, (h, w)) in enumerate(zip(reference.stages, stage_sizes(settings, size))):
         ws = settings['window_sizes'][i]
         padded = (-(-h // ws) * ws, -(-w // ws) * ws)
