@@ -13,18 +13,8 @@ from mmdet.registry import MODELS  # noqa: E402
 import dat_det.models  # noqa: E402,F401
 from dat_det.models.checkpoint import load_official_dat, resize_position_tables  # noqa: E402
 from dat_det.models.layers.dat import DAT_ARCH_SETTINGS  # noqa: E402
-
-
-def _load_reference(name='dat_official_reference'):
-    path = Path(__file__).with_name(f'{name}.py')
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = _load_reference()  # DAT++ release
-ref_v1 = _load_reference('dat_v1_official_reference')  # DAT v1 release
+from dat_det.testing import dat_official as ref  # noqa: E402  (DAT++ release)
+from dat_det.testing import dat_v1_official as ref_v1  # noqa: E402  (DAT v1 release)
 
 # Small variants of the presets: same block types and options, fewer channels and blocks.
 SMALL = {

@@ -1,7 +1,4 @@
-"""DAT / DAT++ layers against the official formulation (tests/models/dat_official_reference.py)."""
-import importlib.util
-from pathlib import Path
-
+"""DAT / DAT++ layers against the official formulation (``dat_det.testing.dat_official``)."""
 import pytest
 import torch
 
@@ -20,16 +17,7 @@ from dat_det.models.layers.dat import (
 
 pytest.importorskip('einops')
 
-
-def _load_reference():
-    path = Path(__file__).with_name('dat_official_reference.py')
-    spec = importlib.util.spec_from_file_location('dat_official_reference', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = _load_reference()
+from dat_det.testing import dat_official as ref  # noqa: E402
 
 
 def _copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:

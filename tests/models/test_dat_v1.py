@@ -1,7 +1,4 @@
 """DAT v1 (``formulation='v1'``, the ``dat-*`` presets) against a literal port of the v1 release."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,17 +12,7 @@ from dat_det.models.layers.dat import (  # noqa: E402
     key_reference_points,
     query_grid,
 )
-
-
-def _load(name):
-    path = Path(__file__).with_name(f'{name}.py')
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-v1 = _load('dat_v1_official_reference')
+from dat_det.testing import dat_v1_official as v1  # noqa: E402
 
 # Buffers of the release that dat_det recomputes.
 BUFFERS = ('relative_position_index', 'attn_mask')

@@ -5,7 +5,7 @@ Usage:
         [--sizes 224x224 512x512] [--batch 1] [--iters 5] [--warmup 2]
 
 Both models are built in the same run with identical weights: dat_det's ``DAT`` and the
-reference port of the official code in ``tests/models/dat_official_reference.py``
+reference port of the official code in ``dat_det.testing.dat_official``
 (einsum attention with the bias materialised, official module structure). To run the
 reference at sizes the official code rejects, its L/S window attention is wrapped with
 the same zero padding to the window that dat_det uses, and its N blocks (natten in the
@@ -22,7 +22,6 @@ steps (grads and optimizer state included) of a fresh subprocess per model. Defa
 and 512 (batch 1); with ``--device cuda``: 800x1333, batch 2.
 """
 import argparse
-import importlib.util
 import json
 import multiprocessing as mp
 import time
@@ -34,15 +33,10 @@ import torch.nn.functional as F
 
 from dat_det.utils.memory import peak_rss_growth_mib
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def load_reference():
-    path = REPO / 'tests' / 'models' / 'dat_official_reference.py'
-    spec = importlib.util.spec_from_file_location('dat_official_reference', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from dat_det.testing import dat_official
+    return dat_official
 
 
 class PadToWindow(nn.Module):

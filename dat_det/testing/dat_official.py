@@ -5,7 +5,7 @@ masks, official module names) so that tests and ``tools/analysis_tools/benchmark
 can compare dat_det's ``DAT`` against it. Neighbourhood attention, for which the official
 model calls natten, is a naive per-query loop with natten 0.14's semantics (windows shifted
 inwards at borders, zero padding of maps smaller than the kernel). Only the blocks DAT and
-DAT++ use are ported (L, S, N, D). Not a dat_det module: do not import it from the package.
+DAT++ use are ported (L, S, N, D). A test oracle: nothing under ``dat_det.models`` imports it.
 """
 import math
 
