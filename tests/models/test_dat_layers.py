@@ -186,9 +186,9 @@ def test_bad_configuration_raises():
     with pytest.raises(ValueError, match='groups'):
         DeformableAttention(12, 4, 3, (8, 8))
     with pytest.raises(ValueError, match='unsupported block'):
-        TransformerStage((8, 8), 8, 8, 1, ['Q'], heads=2)
+        TransformerStage((8, 8), 8, 8, 1, ['Q'], num_heads=2)
     with pytest.raises(ValueError, match='depth'):
-        TransformerStage((8, 8), 8, 8, 2, ['D'], heads=2)
+        TransformerStage((8, 8), 8, 8, 2, ['D'], num_heads=2)
     with pytest.raises(ValueError, match='odd'):
         NeighborhoodAttention2D(8, 4, 2)
     attn = DeformableAttention(8, 2, 1, (8, 8), fixed_pe=True)

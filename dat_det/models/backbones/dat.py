@@ -111,7 +111,7 @@ class DAT(BaseModule):
             self.stages.append(TransformerStage(
                 fmap_size=(fmap, fmap), dim_in=dim_stem if i == 0 else dims[i - 1] * 2,
                 dim_embed=dims[i], depth=depths[i], stage_spec=settings['stage_spec'][i],
-                heads=settings['heads'][i], window_size=settings['window_sizes'][i],
+                num_heads=settings['heads'][i], window_size=settings['window_sizes'][i],
                 groups=settings['groups'][i], stride=settings['strides'][i],
                 offset_range_factor=settings['offset_range_factor'][i],
                 use_pe=settings['use_pes'][i], dwc_pe=settings['dwc_pes'][i],

@@ -113,8 +113,9 @@ class DeformableAttention(nn.Module):
 
     Args:
         dim: channels C.
-        heads: attention heads; head channels are ``dim // heads``.
-        groups: offset groups (each shares one set of offsets over ``heads // groups`` heads).
+        num_heads: attention heads; head channels are ``dim // num_heads``.
+        groups: offset groups (each shares one set of offsets over ``num_heads // groups``
+            heads, ``heads_per_group``).
         q_size: (H, W) of the query map at pre-training; sizes the ``rpe_table``.
         stride: key grid stride of the offset network.
         offset_range_factor: > 0: offsets are ``tanh`` scaled by ``factor / (Hk - 1)``
@@ -132,7 +133,7 @@ class DeformableAttention(nn.Module):
             ``ksize // 2`` in 'v1' (unpadded when ``ksize == stride`` in 'v2').
     """
 
-    def __init__(self, dim: int, heads: int, groups: int, q_size: Tuple[int, int],
+    def __init__(self, dim: int, num_heads: int, groups: int, q_size: Tuple[int, int],
                  stride: int = 1, offset_range_factor: float = -1, use_pe: bool = True,
                  dwc_pe: bool = False, fixed_pe: bool = False, log_cpb: bool = False,
                  no_off: bool = False, ksize: int = 3, attn_drop: float = 0.0,
@@ -142,19 +143,20 @@ class DeformableAttention(nn.Module):
         if no_off and formulation == 'v1':
             raise ValueError("no_off is not part of the 'v1' formulation (the v1 release "
                              "fails on it); use formulation='v2'")
-        if dim % heads != 0:
-            raise ValueError(f'dim {dim} is not divisible by heads {heads}')
-        if groups < 1 or heads % groups != 0:
-            raise ValueError(f'heads {heads} must be a positive multiple of groups {groups}')
+        if dim % num_heads != 0:
+            raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
+        if groups < 1 or num_heads % groups != 0:
+            raise ValueError(f'num_heads {num_heads} must be a positive multiple of groups '
+                             f'{groups}')
         if stride < 1:
             raise ValueError(f'stride must be >= 1, got {stride}')
         self.dim = dim
-        self.n_heads = heads
-        self.n_head_channels = dim // heads
-        self.scale = self.n_head_channels ** -0.5
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
         self.n_groups = groups
         self.n_group_channels = dim // groups
-        self.n_group_heads = heads // groups
+        self.heads_per_group = num_heads // groups
         self.q_h, self.q_w = q_size
         self.kv_h, self.kv_w = self.q_h // stride, self.q_w // stride
         self.stride = stride
@@ -185,13 +187,13 @@ class DeformableAttention(nn.Module):
         if self.dwc_pe:
             return nn.Conv2d(self.dim, self.dim, 3, 1, 1, groups=self.dim)
         if self.fixed_pe:
-            table = nn.Parameter(torch.zeros(self.n_heads, self.q_h * self.q_w,
+            table = nn.Parameter(torch.zeros(self.num_heads, self.q_h * self.q_w,
                                              self.kv_h * self.kv_w))
         elif self.log_cpb:
             return nn.Sequential(nn.Linear(2, 32, bias=True), nn.ReLU(inplace=True),
-                                 nn.Linear(32, self.n_group_heads, bias=False))
+                                 nn.Linear(32, self.heads_per_group, bias=False))
         else:
-            table = nn.Parameter(torch.zeros(self.n_heads, self.q_h * 2 - 1, self.q_w * 2 - 1))
+            table = nn.Parameter(torch.zeros(self.num_heads, self.q_h * 2 - 1, self.q_w * 2 - 1))
         nn.init.trunc_normal_(table, std=0.01)
         return table
 
@@ -243,15 +245,15 @@ class DeformableAttention(nn.Module):
             displacement = torch.sign(displacement) * torch.log2(displacement.abs() + 1.0) \
                 / math.log2(8.0)
             bias = self.rpe_table(displacement)  # (B*g, HW, Ns, hg)
-            bias = bias.view(b, self.n_groups, h * w, n_sample, self.n_group_heads)
-            return bias.permute(0, 1, 4, 2, 3).reshape(b, self.n_heads, h * w, n_sample)
-        table = self.rpe_table.view(1, self.n_groups, self.n_group_heads,
+            bias = bias.view(b, self.n_groups, h * w, n_sample, self.heads_per_group)
+            return bias.permute(0, 1, 4, 2, 3).reshape(b, self.num_heads, h * w, n_sample)
+        table = self.rpe_table.view(1, self.n_groups, self.heads_per_group,
                                     *self.rpe_table.shape[-2:])
-        table = table.expand(b, -1, -1, -1, -1).reshape(bg, self.n_group_heads,
+        table = table.expand(b, -1, -1, -1, -1).reshape(bg, self.heads_per_group,
                                                          *self.rpe_table.shape[-2:])
         bias = F.grid_sample(table, (displacement * 0.5).flip(-1), mode='bilinear',
                              align_corners=True)  # (B*g, hg, HW, Ns)
-        return bias.view(b, self.n_heads, h * w, n_sample)
+        return bias.view(b, self.num_heads, h * w, n_sample)
 
     def forward(self, x: torch.Tensor):
         """(B, C, H, W) -> (out (B, C, H, W), pos (B, g, Hk, Wk, 2), ref (B, g, Hk, Wk, 2))."""
@@ -261,7 +263,7 @@ class DeformableAttention(nn.Module):
         hk, wk = pos.shape[1:3]
         n_sample = hk * wk
         sampled = self._sample_keys(x, pos).reshape(b, c, 1, n_sample)
-        heads, hc = self.n_heads, self.n_head_channels
+        heads, hc = self.num_heads, self.head_dim
         k = self.proj_k(sampled).view(b, heads, hc, n_sample).transpose(2, 3)
         v = self.proj_v(sampled).view(b, heads, hc, n_sample).transpose(2, 3)
         q_heads = q.view(b, heads, hc, h * w).transpose(2, 3)  # (B, heads, HW, hc)

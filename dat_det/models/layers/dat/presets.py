@@ -43,6 +43,7 @@ DAT_ARCH_SETTINGS: Dict[str, Dict[str, Any]] = {
 DAT_PRETRAIN_DROP_PATH = {'dat-t': 0.2, 'dat-s': 0.3, 'dat-b': 0.5,
                           'dat++-t': 0.2, 'dat++-s': 0.4, 'dat++-b': 0.7}
 
+# Field names follow the official configs (``heads`` is the modules' ``num_heads``).
 PER_STAGE_KEYS = ('dims', 'depths', 'stage_spec', 'heads', 'window_sizes', 'groups',
                   'use_pes', 'dwc_pes', 'fixed_pes', 'log_cpb', 'no_offs', 'strides',
                   'offset_range_factor', 'ksizes', 'nat_ksizes', 'use_dwc_mlps', 'use_lpus',

@@ -33,7 +33,7 @@ class TransformerStage(nn.Module):
         dim_embed: channels of the stage.
         depth: number of blocks.
         stage_spec: one letter per block, see ``BLOCK_TYPES``.
-        heads: attention heads.
+        num_heads: attention heads.
         window_size: window of L/S blocks.
         groups, stride, offset_range_factor, use_pe, dwc_pe, no_off, fixed_pe, ksize,
             log_cpb: options of the D blocks (see :class:`DeformableAttention`).
@@ -52,7 +52,7 @@ class TransformerStage(nn.Module):
     """
 
     def __init__(self, fmap_size: Tuple[int, int], dim_in: int, dim_embed: int, depth: int,
-                 stage_spec: Sequence[str], heads: int, window_size: int = 7, groups: int = 1,
+                 stage_spec: Sequence[str], num_heads: int, window_size: int = 7, groups: int = 1,
                  stride: int = 1, offset_range_factor: float = -1, use_pe: bool = True,
                  dwc_pe: bool = False, no_off: bool = False, fixed_pe: bool = False,
                  ksize: int = 3, log_cpb: bool = False, nat_ksize: int = 7,
@@ -66,8 +66,8 @@ class TransformerStage(nn.Module):
         unknown = [s for s in stage_spec if s not in BLOCK_TYPES]
         if unknown:
             raise ValueError(f'unsupported block types {unknown}; choose from {BLOCK_TYPES}')
-        if dim_embed % heads != 0:
-            raise ValueError(f'dim {dim_embed} is not divisible by heads {heads}')
+        if dim_embed % num_heads != 0:
+            raise ValueError(f'dim {dim_embed} is not divisible by num_heads {num_heads}')
         drop_path_rates = list(drop_path_rates) or [0.0] * depth
         self.depths = depth
         self.stage_spec = list(stage_spec)
@@ -89,15 +89,15 @@ class TransformerStage(nn.Module):
         self.attns = nn.ModuleList()
         for spec in self.stage_spec:
             if spec == 'L':
-                attn = LocalAttention(dim_embed, heads, window_size, attn_drop, drop)
+                attn = LocalAttention(dim_embed, num_heads, window_size, attn_drop, drop)
             elif spec == 'S':
-                attn = ShiftWindowAttention(dim_embed, heads, window_size, attn_drop, drop,
+                attn = ShiftWindowAttention(dim_embed, num_heads, window_size, attn_drop, drop,
                                             math.ceil(window_size / 2))
             elif spec == 'N':
-                attn = NeighborhoodAttention2D(dim_embed, nat_ksize, heads, attn_drop, drop)
+                attn = NeighborhoodAttention2D(dim_embed, nat_ksize, num_heads, attn_drop, drop)
             else:
                 attn = DeformableAttention(
-                    dim_embed, heads, groups, fmap_size, stride=stride,
+                    dim_embed, num_heads, groups, fmap_size, stride=stride,
                     offset_range_factor=offset_range_factor, use_pe=use_pe, dwc_pe=dwc_pe,
                     fixed_pe=fixed_pe, log_cpb=log_cpb, no_off=no_off, ksize=ksize,
                     attn_drop=attn_drop, proj_drop=drop, formulation=formulation)

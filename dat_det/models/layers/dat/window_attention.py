@@ -48,21 +48,21 @@ class LocalAttention(nn.Module):
 
     Args:
         dim: channels C.
-        heads: number of heads.
+        num_heads: number of heads.
         window_size: window side (int or (Wh, Ww)).
         attn_drop: dropout on attention weights.
         proj_drop: dropout after the output projection.
     """
 
-    def __init__(self, dim: int, heads: int, window_size, attn_drop: float = 0.0,
+    def __init__(self, dim: int, num_heads: int, window_size, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
         super().__init__()
-        if dim % heads != 0:
-            raise ValueError(f'dim {dim} is not divisible by heads {heads}')
+        if dim % num_heads != 0:
+            raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
         self.window_size = (window_size, window_size) if isinstance(window_size, int) \
             else tuple(window_size)
-        self.heads = heads
-        self.head_dim = dim // heads
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.attn_drop = attn_drop
         self.proj_qkv = nn.Linear(dim, 3 * dim)
@@ -70,7 +70,7 @@ class LocalAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         wh, ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * wh - 1) * (2 * ww - 1), heads))
+            torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
         self.register_buffer('relative_position_index',
                              relative_position_index(self.window_size), persistent=False)
@@ -79,7 +79,7 @@ class LocalAttention(nn.Module):
         """(heads, Wh*Ww, Wh*Ww)."""
         n = self.window_size[0] * self.window_size[1]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.heads).permute(2, 0, 1)
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -92,7 +92,7 @@ class LocalAttention(nn.Module):
         b, c, h, w = x.shape
         windows = windows_partition(x, self.window_size)  # (B, nW, N, C)
         n_win, n = windows.shape[1], windows.shape[2]
-        qkv = self.proj_qkv(windows).view(b, n_win, n, 3, self.heads, self.head_dim)
+        qkv = self.proj_qkv(windows).view(b, n_win, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # (B, nW, heads, N, hd)
         bias = self.relative_position_bias()  # (heads, N, N), broadcast over B and windows
         if mask is not None:
@@ -120,9 +120,9 @@ class ShiftWindowAttention(LocalAttention):
 
     MASK_CACHE_SIZE = 4
 
-    def __init__(self, dim: int, heads: int, window_size, attn_drop: float = 0.0,
+    def __init__(self, dim: int, num_heads: int, window_size, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, shift_size: Optional[int] = None) -> None:
-        super().__init__(dim, heads, window_size, attn_drop, proj_drop)
+        super().__init__(dim, num_heads, window_size, attn_drop, proj_drop)
         self.shift_size = math.ceil(min(self.window_size) / 2) if shift_size is None \
             else shift_size
         if not 0 < self.shift_size < min(self.window_size):
