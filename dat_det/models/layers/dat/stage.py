@@ -69,7 +69,7 @@ class TransformerStage(nn.Module):
         if dim_embed % num_heads != 0:
             raise ValueError(f'dim {dim_embed} is not divisible by num_heads {num_heads}')
         drop_path_rates = list(drop_path_rates) or [0.0] * depth
-        self.depths = depth
+        self.depth = depth
         self.stage_spec = list(stage_spec)
         self.use_lpu = use_lpu
         self.with_cp = with_cp
@@ -118,7 +118,7 @@ class TransformerStage(nn.Module):
         """(B, C_in, H, W) -> ((B, C, H, W), per-block sampling positions)."""
         x = self.proj(x)
         positions: List[Positions] = []
-        for d in range(self.depths):
+        for d in range(self.depth):
             if self.with_cp and self.training and x.requires_grad:
                 x, pos, ref = cp.checkpoint(self.block, d, x, use_reentrant=False)
             else:
