@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from dat_det.models.layers.dat import pad_to_multiple
 from dat_det.utils.memory import peak_rss_growth_mib
 
 
@@ -48,9 +48,7 @@ class PadToWindow(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        wh, ww = self.attn.window_size
-        x = F.pad(x, (0, (-w) % ww, 0, (-h) % wh))
-        y, _, _ = self.attn(x)
+        y, _, _ = self.attn(pad_to_multiple(x, self.attn.window_size))
         return y[:, :, :h, :w], None, None
 
 

@@ -3,7 +3,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
@@ -11,23 +10,10 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import load_official_dat
-from ..layers.dat import LayerNorm2d, TransformerStage, resolve_arch
+from ..layers.dat import LayerNorm2d, PadToMultiple, TransformerStage, resolve_arch
 
 # Sampling positions of one deformable block, for visualisation.
 SamplingPositions = Dict[str, Any]
-
-
-class PadToMultiple(nn.Module):
-    """Zero-pads a ``(B, C, H, W)`` map at the bottom/right to a multiple of ``divisor``."""
-
-    def __init__(self, divisor: int) -> None:
-        super().__init__()
-        self.divisor = divisor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad_h = (-x.shape[-2]) % self.divisor
-        pad_w = (-x.shape[-1]) % self.divisor
-        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
 
 @MODELS.register_module()

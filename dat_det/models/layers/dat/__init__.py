@@ -9,6 +9,7 @@ from .deformable_attention import (
 from .mlp import TransformerMLP, TransformerMLPWithConv, TransformerMLPWithConvV1
 from .neighborhood_attention import NeighborhoodAttention2D, neighborhood_attention_2d
 from .norm import LayerNorm2d
+from .padding import PadToMultiple, pad_to_multiple
 from .presets import DAT_ARCH_SETTINGS, DAT_PRETRAIN_DROP_PATH, resolve_arch
 from .residual import DropPath, LayerScale, LocalPerceptionUnit
 from .stage import BLOCK_TYPES, TransformerStage
@@ -17,6 +18,7 @@ from .window_attention import LocalAttention, ShiftWindowAttention
 __all__ = [
     'BLOCK_TYPES', 'DAT_ARCH_SETTINGS', 'DAT_PRETRAIN_DROP_PATH', 'DeformableAttention',
     'FORMULATIONS', 'TransformerMLPWithConvV1', 'deformed_positions',
+    'PadToMultiple', 'pad_to_multiple',
     'DropPath', 'LayerNorm2d', 'LayerScale', 'LocalAttention', 'LocalPerceptionUnit',
     'NeighborhoodAttention2D', 'ShiftWindowAttention', 'TransformerMLP',
     'TransformerMLPWithConv', 'TransformerStage', 'key_reference_points',

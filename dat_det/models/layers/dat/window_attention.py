@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .padding import pad_to_multiple
+
 # Value the official code adds to logits of query/key pairs from different shifted regions.
 SHIFT_MASK_VALUE = -100.0
 
@@ -81,12 +83,6 @@ class LocalAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        pad_h = (-h) % self.window_size[0]
-        pad_w = (-w) % self.window_size[1]
-        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
-
     def _attend(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Window attention of a padded ``(B, C, H, W)`` map; mask is (nW, N, N) or None."""
         b, c, h, w = x.shape
@@ -107,7 +103,7 @@ class LocalAttention(nn.Module):
     def forward(self, x: torch.Tensor):
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         h, w = x.shape[-2:]
-        out = self._attend(self._pad(x), None)
+        out = self._attend(pad_to_multiple(x, self.window_size), None)
         return out[:, :, :h, :w], None, None
 
 
@@ -154,7 +150,7 @@ class ShiftWindowAttention(LocalAttention):
     def forward(self, x: torch.Tensor):
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         h, w = x.shape[-2:]
-        x = self._pad(x)
+        x = pad_to_multiple(x, self.window_size)
         s = self.shift_size
         shifted = torch.roll(x, shifts=(-s, -s), dims=(2, 3))
         out = self._attend(shifted, self.shift_mask(tuple(x.shape[-2:]), x.device))
