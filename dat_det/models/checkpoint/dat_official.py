@@ -8,7 +8,7 @@ from typing import Dict, List, Mapping, NamedTuple, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from timm.layers import resize_rel_pos_bias_table_simple
 
 PREFIXES = ('module.', 'backbone.')
 CLASSIFIER_PREFIXES = ('cls_head.', 'cls_norm.', 'head.', 'neck.')
@@ -65,23 +65,20 @@ def convert_official_dat_keys(state_dict: Mapping[str, torch.Tensor]) -> Dict[st
 
 
 def _resize_rpe_table(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """(heads, h, w) -> (heads, H, W), bicubic."""
-    resized = F.interpolate(value[None].float(), size=tuple(shape[-2:]), mode='bicubic',
-                            align_corners=False)
-    return resized[0].to(value.dtype)
+    """(heads, 2h-1, 2w-1) -> (heads, 2H-1, 2W-1), bicubic (timm's table resizing)."""
+    window = ((shape[-2] + 1) // 2, (shape[-1] + 1) // 2)
+    return resize_rel_pos_bias_table_simple(value.float(), window, tuple(shape)).to(value.dtype)
 
 
 def _resize_bias_table(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Swin-style ``((2W-1)^2, heads)`` table -> ``((2W'-1)^2, heads)``, bicubic."""
-    n, heads = value.shape
+    """Swin-style ``((2W-1)^2, heads)`` table -> ``((2W'-1)^2, heads)``, bicubic (timm's)."""
+    n = value.shape[0]
     side, new_side = round(n ** 0.5), round(shape[0] ** 0.5)
     if side * side != n or new_side * new_side != shape[0]:
         raise ValueError(f'relative_position_bias_table of shape {tuple(value.shape)} -> '
                          f'{tuple(shape)}: only square windows can be resized')
-    grid = value.t().reshape(1, heads, side, side).float()
-    resized = F.interpolate(grid, size=(new_side, new_side), mode='bicubic',
-                            align_corners=False)
-    return resized.reshape(heads, -1).t().to(value.dtype)
+    window = ((new_side + 1) // 2,) * 2
+    return resize_rel_pos_bias_table_simple(value.float(), window, tuple(shape)).to(value.dtype)
 
 
 def resize_position_tables(state_dict: Dict[str, torch.Tensor],
@@ -95,7 +92,9 @@ def resize_position_tables(state_dict: Dict[str, torch.Tensor],
             continue
         name = key.rsplit('.', 1)[-1]
         if name == 'rpe_table' and value.dim() == 3 and target[key].dim() == 3 \
-                and value.shape[0] == target[key].shape[0]:
+                and value.shape[0] == target[key].shape[0] \
+                and all(s % 2 == 1 for s in (*value.shape[1:], *target[key].shape[1:])):
+            # (heads, 2h-1, 2w-1) relative tables only; fixed_pe tables cannot be resized
             out[key] = _resize_rpe_table(value, target[key].shape)
         elif name == 'relative_position_bias_table' \
                 and value.shape[1] == target[key].shape[1]:

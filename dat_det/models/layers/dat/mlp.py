@@ -4,7 +4,10 @@ import torch.nn as nn
 
 
 class TransformerMLP(nn.Module):
-    """Linear -> GELU -> Linear on a ``(B, C, H, W)`` map (official ``TransformerMLP``)."""
+    """Linear -> GELU -> Linear on a ``(B, C, H, W)`` map (official ``TransformerMLP``).
+
+    Not timm's ``Mlp``: the official keys are ``chunk.linear1/linear2``, timm's ``fc1/fc2``.
+    """
 
     def __init__(self, channels: int, expansion: int = 4, drop: float = 0.0) -> None:
         super().__init__()

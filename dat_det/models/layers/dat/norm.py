@@ -8,7 +8,8 @@ class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of a ``(B, C, H, W)`` map.
 
     The affine parameters live in ``self.norm`` (an ``nn.LayerNorm``) so that the state-dict
-    keys (``...norm.weight``) match the official ``LayerNormProxy``.
+    keys (``...norm.weight``) match the official ``LayerNormProxy``; timm's ``LayerNorm2d``
+    holds them at ``...weight``.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:

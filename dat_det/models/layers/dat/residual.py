@@ -1,29 +1,16 @@
-"""Pieces wrapped around a residual branch: stochastic depth, layer scale, LPU."""
+"""Pieces wrapped around a residual branch: stochastic depth (timm's), layer scale, LPU."""
 import torch
 import torch.nn as nn
+from timm.layers import DropPath
 
-
-class DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample (as timm's ``DropPath``)."""
-
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = float(drop_prob)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep_prob = 1.0 - self.drop_prob
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        mask = x.new_empty(shape).bernoulli_(keep_prob)
-        return x * mask.div_(keep_prob)
-
-    def extra_repr(self) -> str:
-        return f'drop_prob={self.drop_prob}'
+__all__ = ['DropPath', 'LayerScale', 'LocalPerceptionUnit']
 
 
 class LayerScale(nn.Module):
-    """Per-channel scale of a ``(B, C, H, W)`` residual branch (parameter ``weight``)."""
+    """Per-channel scale of a ``(B, C, H, W)`` residual branch (parameter ``weight``).
+
+    Not timm's ``LayerScale2d``: its parameter is ``gamma``, the official DAT++ one ``weight``.
+    """
 
     def __init__(self, dim: int, init_values: float = 1e-5) -> None:
         super().__init__()

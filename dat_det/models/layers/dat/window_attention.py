@@ -6,23 +6,12 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import gen_relative_position_index
 
 from .padding import pad_to_multiple
 
 # Value the official code adds to logits of query/key pairs from different shifted regions.
 SHIFT_MASK_VALUE = -100.0
-
-
-def relative_position_index(window: Tuple[int, int]) -> torch.Tensor:
-    """Index into a ``((2Wh-1)*(2Ww-1), heads)`` bias table, shape ``(Wh*Ww, Wh*Ww)``."""
-    wh, ww = window
-    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing='ij'))
-    coords = coords.flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    rel[..., 0] += wh - 1
-    rel[..., 1] += ww - 1
-    rel[..., 0] *= 2 * ww - 1
-    return rel.sum(-1)
 
 
 def windows_partition(x: torch.Tensor, window: Tuple[int, int]) -> torch.Tensor:
@@ -74,8 +63,9 @@ class LocalAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
+        # (Wh*Ww, Wh*Ww) indices into the ((2Wh-1)*(2Ww-1), heads) table, Swin's layout.
         self.register_buffer('relative_position_index',
-                             relative_position_index(self.window_size), persistent=False)
+                             gen_relative_position_index(self.window_size), persistent=False)
 
     def relative_position_bias(self) -> torch.Tensor:
         """(heads, Wh*Ww, Wh*Ww)."""
