@@ -7,7 +7,8 @@ v1 MLP with conv and 7x7 conv stem, official module names) so that tests can com
 dat_det's ``DAT(formulation='v1')`` against it. Changes to the release: reformatted to the
 line length, ``timm.layers`` instead of the deprecated ``timm.models.layers``, the
 ``torch.meshgrid`` indexing spelled out (``'ij'``, the release's default), a
-``forward_features`` returning the four stage outputs, ``load_pretrained`` left out. The
+``forward_features`` returning the four stage outputs, ``load_pretrained`` and the optimizer
+hooks (``no_weight_decay*``) left out, ``float(...)`` around literals dropped. The
 release's own failures are kept: ``no_off`` calls ``Tensor.fill`` (no such method) and
 ``fixed_pe`` reads an undefined ``self.n_sample``.
 """
