@@ -194,7 +194,7 @@ class DeformableAttention(nn.Module):
                                  nn.Linear(32, self.heads_per_group, bias=False))
         else:
             table = nn.Parameter(torch.zeros(self.num_heads, self.q_h * 2 - 1, self.q_w * 2 - 1))
-        nn.init.trunc_normal_(table, std=0.01)
+        nn.init.trunc_normal_(table, std=0.01)  # torch's; timm's is the same algorithm
         return table
 
     def sampling_positions(self, q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,7 @@ class LocalAttention(nn.Module):
         wh, ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        # torch's trunc_normal_: timm's (used by the release) is the same algorithm
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
         # (Wh*Ww, Wh*Ww) indices into the ((2Wh-1)*(2Ww-1), heads) table, Swin's layout.
         self.register_buffer('relative_position_index',
