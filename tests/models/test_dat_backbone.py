@@ -159,10 +159,10 @@ def test_bad_arch_raises():
         build_dat('dat-t', out_indices=(4,))
 
 
-def _official_from_small(arch, img_size=224, **overrides):
+def _official_from_small(arch, img_size=224, small=True, **overrides):
     """The release the preset reproduces (v1 or DAT++), with the small settings."""
     settings = dict(DAT_ARCH_SETTINGS[arch])
-    settings.update(SMALL[arch])
+    settings.update(SMALL[arch] if small else {})
     settings.update(overrides)
     release = ref_v1.DAT if settings['formulation'] == 'v1' else ref.OfficialDAT
     return release(img_size=img_size, **settings)
@@ -183,6 +183,7 @@ V1_OPTIONS = dict(use_conv_patches=True, use_dwc_mlps=[True] * 4, strides=[-1, -
 OFFICIAL_CASES = {
     'dat-t': ('dat-t', (128, 128), dict(window_sizes=[4] * 4)),
     'dat-t_v1_options': ('dat-t', (128, 128), dict(window_sizes=[4] * 4, **V1_OPTIONS)),
+    'dat-t_full_preset_224': ('dat-t', (224, 224), dict(small=False)),
     'dat++-t': ('dat++-t', (96, 128), {}),
 }
 
