@@ -12,9 +12,9 @@ from ..layers.deformable_detr import (
     DINODecoder,
     MultiScaleDeformableAttention,
     SinePositionalEncoding,
-    encoder_proposals,
     select_topk,
 )
+from . import deformable_detr
 from .deformable_detr import MSDADeformableDETR
 
 
@@ -100,7 +100,10 @@ class MSDADINO(DINO):
             ``(B, num_queries, 4)``, and the denoising meta.
         """
         batch = memory.shape[0]
-        output_memory, proposals, valid = encoder_proposals(memory, memory_mask, spatial_shapes)
+        # looked up in the Deformable DETR detector's module, where the ONNX export puts a
+        # traceable version (dat_det.deployment.traceable.proposals_on_traced_sizes)
+        output_memory, proposals, valid = deformable_detr.encoder_proposals(
+            memory, memory_mask, spatial_shapes)
         output_memory = self.memory_trans_norm(self.memory_trans_fc(output_memory))
         last = self.decoder.num_layers
         enc_outputs_class = self.bbox_head.cls_branches[last](output_memory)
