@@ -14,6 +14,10 @@ they are), the same init and call signature, whose sampling runs on
 :func:`dat_det.ops.multi_scale_deformable_attn`. Deformable DETR, DINO, DDQ-DETR, Grounding
 DINO and Mask2Former's pixel decoder all build mmcv's module. In Python:
 ``use_dat_det_msda(model)``.
+
+Code that reads the inner model's keys from ``cfg.model`` sees the wrapper instead (they are
+under ``cfg.model.model``): mmdet's ``init_detector`` looks up ``cfg.model.backbone`` unless it
+gets ``cfg_options``, so call it with ``cfg_options={}`` for such a config.
 """
 from typing import Optional
 
