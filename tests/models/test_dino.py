@@ -252,3 +252,32 @@ def test_converter_tool_to_mmdet(tmp_path):
     assert converted['meta'] == {'epoch': 3}
     inputs, samples = make_batch()
     assert_predictions_equal(theirs, ours, inputs, samples)
+
+
+def test_batch_without_objects_keeps_every_parameter_in_the_graph():
+    """No ground truth, no denoising query: every parameter still gets a gradient (the label
+    embedding a zero one), so distributed training does not stop on an unused parameter."""
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_dino_cfg(embed=32))
+    model.init_weights()
+    model.train()
+    inputs, samples = make_batch()
+    for sample in samples:
+        sample.gt_instances = sample.gt_instances[:0]
+    total, _ = model.parse_losses(seeded_loss(model, inputs, samples))
+    total.backward()
+    assert torch.isfinite(total)
+    unused = [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == [], unused
+    assert not model.dn_query_generator.label_embedding.weight.grad.any()
+
+
+def test_box_sine_encoding_is_mmdets():
+    from mmdet.models.layers.transformer.utils import coordinate_to_encoding
+
+    from dat_det.models.layers.deformable_detr import box_sine_encoding
+
+    boxes = torch.rand(2, 5, 4)
+    torch.testing.assert_close(box_sine_encoding(boxes), coordinate_to_encoding(boxes))
+    torch.testing.assert_close(box_sine_encoding(boxes[..., :2], 16),
+                               coordinate_to_encoding(boxes[..., :2], num_feats=16))

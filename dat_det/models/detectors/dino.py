@@ -34,10 +34,7 @@ class MSDADINO(DINO):
     - mixed query selection ranks valid encoder positions only, never padding (as our
       two-stage Deformable DETR);
     - the decoder's query-position encoding has ``embed_dims / 2`` features per box
-      coordinate, so decoders narrower than 256 channels work (mmdet fixes 128);
-    - the zero-weight use of the denoising label embedding that keeps DDP from reporting an
-      unused parameter is added whenever no denoising query exists (mmdet tests the batch
-      size against the number of queries instead).
+      coordinate, so decoders narrower than 256 channels work (mmdet fixes 128).
 
     Args:
         msda_backend: Backend of the op for every attention; ``None`` lets it choose.
@@ -139,8 +136,7 @@ class MSDADINO(DINO):
         hidden_states, references = self.decoder(
             query, memory, reference_points, spatial_shapes, level_start_index, valid_ratios,
             self.bbox_head.reg_branches, memory_mask=memory_mask, self_attn_mask=dn_mask)
-        if self.training and query.shape[1] == self.num_queries:
-            # no denoising query (no ground truth): keep the label embedding in the graph
-            hidden_states = hidden_states + \
-                self.dn_query_generator.label_embedding.weight[0, 0] * 0.0
+        # mmdet adds label_embedding * 0 to the states when the batch size equals num_queries;
+        # that is not needed: the denoising queries are embedded (possibly none) in every
+        # training step, which keeps the embedding in the graph for DDP
         return dict(hidden_states=hidden_states, references=references)
