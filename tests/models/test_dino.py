@@ -281,3 +281,10 @@ def test_box_sine_encoding_is_mmdets():
     torch.testing.assert_close(box_sine_encoding(boxes), coordinate_to_encoding(boxes))
     torch.testing.assert_close(box_sine_encoding(boxes[..., :2], 16),
                                coordinate_to_encoding(boxes[..., :2], num_feats=16))
+
+
+def test_too_small_input_is_a_clear_error():
+    model = MODELS.build(tiny_dino_cfg(embed=32)).eval()
+    inputs, samples = make_batch(sizes=((16, 16), ))
+    with pytest.raises(ValueError, match='fewer than num_queries=10'), torch.no_grad():
+        model.predict(inputs, samples)

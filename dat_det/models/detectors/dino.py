@@ -96,7 +96,10 @@ class MSDADINO(DINO):
             inputs: the selected proposals' scores ``(B, num_queries, classes)`` and boxes
             ``(B, num_queries, 4)``, and the denoising meta.
         """
-        batch = memory.shape[0]
+        batch, num_positions, _ = memory.shape
+        if num_positions < self.num_queries:
+            raise ValueError(f'the encoder has {num_positions} positions, fewer than '
+                             f'num_queries={self.num_queries}: use larger images')
         # looked up in the Deformable DETR detector's module, where the ONNX export puts a
         # traceable version (dat_det.deployment.traceable.proposals_on_traced_sizes)
         output_memory, proposals, valid = deformable_detr.encoder_proposals(
