@@ -36,7 +36,8 @@ class DeformableDETRForExport(nn.Module):
 
     Args:
         detector: an :class:`MSDADeformableDETR` in eval mode (any variant: with or without
-            box refinement, single- or two-stage).
+            box refinement, single- or two-stage) or an :class:`MSDADINO` (same flow: its
+            ``pre_decoder`` / ``forward_decoder`` take the same inputs).
     """
 
     def __init__(self, detector: nn.Module) -> None:

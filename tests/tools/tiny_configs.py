@@ -1,4 +1,4 @@
-"""Tiny random DAT + Deformable DETR configs on the shapes data, and checkpoints of them."""
+"""Tiny random DAT + Deformable DETR / DINO configs on the shapes data, and checkpoints."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import torch
 from tests.conftest import REPO_ROOT
 
 DDETR_CONFIG = REPO_ROOT / 'configs' / 'deformable_detr' / 'deformable-detr_r50_16xb2-50e_coco.py'
+DINO_CONFIG = REPO_ROOT / 'configs' / 'dino' / 'dino-4scale_r50_8xb2-12e_coco.py'
 TINY_DAT = dict(
     type='DAT', arch='dat++-t', dim_stem=16, dims=[16, 32, 64, 128], heads=[1, 2, 4, 8],
     groups=[1, 2, 2, 4], depths=[2, 2, 2, 2],
@@ -43,16 +44,42 @@ def tiny_ddetr_model(with_box_refine: bool = False, as_two_stage: bool = False,
     return model
 
 
+def tiny_dino_model(embed_dims: int = 32) -> dict:
+    """The DINO recipe's model with the tiny DAT++, 2+2 layers, 20 queries, 10 denoising
+    queries; ``embed_dims=256`` for comparisons with mmdet's DINO (which needs 256)."""
+    from mmengine.config import Config
+
+    model = Config.fromfile(str(DINO_CONFIG)).model.to_dict()
+    heads = 8 if embed_dims >= 256 else 4
+    attn = dict(embed_dims=embed_dims, num_heads=heads, num_levels=4, num_points=2,
+                dropout=0.0)
+    ffn = dict(embed_dims=embed_dims, feedforward_channels=64, ffn_drop=0.0)
+    model.update(num_queries=20, backbone=dict(TINY_DAT), test_cfg=dict(max_per_img=20),
+                 dn_cfg=dict(model['dn_cfg'], group_cfg=dict(dynamic=True, num_groups=None,
+                                                             num_dn_queries=10)))
+    model['neck'].update(in_channels=[32, 64, 128], out_channels=embed_dims,
+                         norm_cfg=dict(type='GN', num_groups=8))
+    model['encoder'] = dict(num_layers=2, layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn))
+    model['decoder'].update(num_layers=2, layer_cfg=dict(
+        self_attn_cfg=dict(embed_dims=embed_dims, num_heads=heads, dropout=0.0),
+        cross_attn_cfg=attn, ffn_cfg=ffn))
+    model['positional_encoding'].update(num_feats=embed_dims // 2)
+    model['bbox_head'].update(num_classes=5, embed_dims=embed_dims)
+    return model
+
+
 def tiny_ddetr_config(root: Path, data_root: Path, with_box_refine: bool = False,
-                      as_two_stage: bool = False, num_feature_levels: int = 4) -> Path:
-    """Write a config of :func:`tiny_ddetr_model` on the shapes dataset at ``data_root``."""
+                      as_two_stage: bool = False, num_feature_levels: int = 4,
+                      model: dict | None = None, name: str | None = None) -> Path:
+    """Write a config of :func:`tiny_ddetr_model` (or of ``model``, e.g.
+    :func:`tiny_dino_model`, named ``name``) on the shapes dataset at ``data_root``."""
     runtime = 'mmdet::_base_/default_runtime.py'
     shapes = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'shapes_detection.py'
     text = f"""
 _base_ = ['{shapes}', '{runtime}']
 custom_imports = dict(imports=['dat_det.models'], allow_failed_imports=False)
 data_root = '{data_root}/'
-model = {tiny_ddetr_model(with_box_refine, as_two_stage, num_feature_levels)!r}
+model = {model or tiny_ddetr_model(with_box_refine, as_two_stage, num_feature_levels)!r}
 loader = dict(num_workers=0, persistent_workers=False)
 train_dataloader = dict(batch_size=2, **loader, dataset=dict(data_root=data_root))
 val_dataloader = dict(batch_size=1, **loader, dataset=dict(data_root=data_root))
@@ -66,7 +93,7 @@ optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4),
                      clip_grad=dict(max_norm=0.1, norm_type=2))
 default_hooks = dict(logger=dict(interval=1))
 """
-    name = 'tiny_ddetr' + ('_single-scale' if num_feature_levels == 1 else '') + (
+    name = name or 'tiny_ddetr' + ('_single-scale' if num_feature_levels == 1 else '') + (
         '_refine' if with_box_refine else '') + ('_twostage' if as_two_stage else '')
     path = root / f'{name}.py'
     path.write_text(text)

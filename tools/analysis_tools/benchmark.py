@@ -8,8 +8,12 @@ Usage:
 Inputs are random images of ``--img-size``; without CHECKPOINT the weights are random (speed
 does not depend on them, and nothing is downloaded). ``--train`` also times a full training
 iteration (forward, loss, backward, clipped AdamW step) on random boxes. ``--compare`` builds
-mmdet's ``DeformableDETR`` from the same config, loads the same weights (converted) and
-reports both, their output difference and the speed ratio.
+mmdet's counterpart of the config's detector (``DeformableDETR`` for ``MSDADeformableDETR``,
+``DINO`` for ``MSDADINO``) from the same config, loads the same weights (converted) and
+reports both, their output difference and the speed ratio. DINO assigns its learned content
+queries to the selected proposals in score order, so with random weights, where proposal
+scores tie, float rounding can reorder them and the two DINOs' detections then differ
+(their per-position scores still agree); compare DINO outputs with a trained checkpoint.
 """
 import argparse
 import copy
@@ -30,6 +34,9 @@ from mmengine.utils import ProgressBar, import_modules_from_strings
 
 from dat_det.utils.memory import peak_rss_growth_mib
 
+# mmdet's detector with the same config schema and (converted) weights as ours
+MMDET_COUNTERPARTS = {'MSDADeformableDETR': 'DeformableDETR', 'MSDADINO': 'DINO'}
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Benchmark a detector config')
@@ -42,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--train', action='store_true', help='also time training iterations')
     parser.add_argument('--compare', action='store_true',
-                        help="also run mmdet's DeformableDETR with the same weights")
+                        help="also run mmdet's DeformableDETR / DINO with the same weights")
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--backend', default=None,
@@ -234,13 +241,16 @@ def main() -> None:
     models, names = [model], [cfg.model.type]
     if args.compare:
         from dat_det.models.layers.deformable_detr import to_mmdet
+        if cfg.model.type not in MMDET_COUNTERPARTS:
+            sys.exit(f'error: --compare needs one of {sorted(MMDET_COUNTERPARTS)}, the config '
+                     f'builds {cfg.model.type}')
         mmdet_cfg = copy.deepcopy(cfg.model)
-        mmdet_cfg.type = 'DeformableDETR'
+        mmdet_cfg.type = MMDET_COUNTERPARTS[cfg.model.type]
         mmdet_cfg.pop('msda_backend', None)
         reference = MODELS.build(mmdet_cfg)
         reference.load_state_dict(to_mmdet(model.state_dict()), strict=True)
         models.append(reference.to(args.device))
-        names.append('mmdet DeformableDETR')
+        names.append(f'mmdet {mmdet_cfg.type}')
     results = bench_models(models, args)
     for name, result in zip(names, results):
         report(name, result, args.batch_size)

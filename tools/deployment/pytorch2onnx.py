@@ -1,12 +1,12 @@
-"""Export Deformable DETR (or a detector's backbone, e.g. DAT) to ONNX and check it.
+"""Export Deformable DETR or DINO (or a detector's backbone, e.g. DAT) to ONNX and check it.
 
     python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT [--out model.onnx]
         [--part detector|backbone] [--image IMG | --shape H W] [--check-shape H W]
         [--opset 17] [--atol 1e-3] [--cfg-options k=v ...]
 
 The graph takes a normalized image ``image (1, 3, height, width)`` (dynamic height and width)
-and returns, for ``--part detector`` (an ``MSDADeformableDETR``), the last decoder layer's
-class logits ``scores (1, queries, classes)`` and boxes ``boxes (1, queries, 4)`` as
+and returns, for ``--part detector`` (``MSDADeformableDETR`` or ``MSDADINO``), the last
+decoder layer's class logits ``scores (1, queries, classes)`` and boxes ``boxes (1, queries, 4)`` as
 normalized (cx, cy, w, h); for ``--part backbone`` the backbone's feature maps. Deformable
 attention is exported through the exact ``grid_sample`` path of the op (opset >= 16). The
 graph is checked with ``onnx.checker``, then run with onnxruntime on CPU at the export size
@@ -60,9 +60,9 @@ def export_target(model, part: str):
         with torch.no_grad():
             num_outs = len(backbone(torch.zeros(1, 3, 64, 64)))
         return backbone, backbone, [f'feat{i}' for i in range(num_outs)]
-    if not hasattr(model, 'encoder') or type(model).__name__ != 'MSDADeformableDETR':
-        raise UserInputError(f'--part detector exports MSDADeformableDETR, the config builds '
-                             f'{type(model).__name__}; use --part backbone')
+    if type(model).__name__ not in ('MSDADeformableDETR', 'MSDADINO'):
+        raise UserInputError(f'--part detector exports MSDADeformableDETR and MSDADINO, the '
+                             f'config builds {type(model).__name__}; use --part backbone')
     return (DeformableDETRForExport(model).eval(),
             lambda image: detector_outputs(model, image), ['scores', 'boxes'])
 

@@ -1,11 +1,11 @@
-"""Convert Deformable DETR checkpoints between mmdet 3.x and dat_det.
+"""Convert Deformable DETR and DINO checkpoints between mmdet 3.x and dat_det.
 
 Usage:
     python tools/model_converters/deformable_detr_mmdet2datdet.py SRC DST [--to-mmdet]
 
-mmdet's ``DeformableDETR`` and dat_det's ``MSDADeformableDETR`` share every parameter except
-the names inside the encoder/decoder layers; a converted checkpoint gives the same outputs
-with the same config (only ``model.type`` differs).
+mmdet's ``DeformableDETR`` / ``DINO`` and dat_det's ``MSDADeformableDETR`` / ``MSDADINO``
+share every parameter except the names inside the encoder/decoder layers; a converted
+checkpoint gives the same outputs with the same config (only ``model.type`` differs).
 """
 import argparse
 

@@ -1,4 +1,5 @@
 """Deformable DETR building blocks on the ``dat_det.ops`` multi-scale deformable attention."""
+from .dino import DINODecoder, box_sine_encoding
 from .msda import MultiScaleDeformableAttention, star_offsets
 from .positional_encoding import SinePositionalEncoding, proposal_pos_embed
 from .transformer import (
@@ -21,6 +22,7 @@ from .utils import (
 from .weight_mapping import from_mmdet, from_official, to_mmdet
 
 __all__ = [
+    'DINODecoder', 'box_sine_encoding',
     'MultiScaleDeformableAttention', 'star_offsets', 'SinePositionalEncoding',
     'proposal_pos_embed', 'DeformableEncoder', 'DeformableEncoderLayer', 'DeformableDecoder',
     'DeformableDecoderLayer', 'FeedForward', 'encoder_proposals', 'select_topk',

@@ -154,10 +154,12 @@ class DeformableDecoderLayer(nn.Module):
 
     def forward(self, query: Tensor, query_pos: Tensor, memory: Tensor,
                 reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                memory_mask: Optional[Tensor] = None) -> Tensor:
-        """``(B, Nq, C)`` -> ``(B, Nq, C)``; ``reference_points`` ``(B, Nq, levels, 2|4)``."""
+                memory_mask: Optional[Tensor] = None,
+                self_attn_mask: Optional[Tensor] = None) -> Tensor:
+        """``(B, Nq, C)`` -> ``(B, Nq, C)``; ``reference_points`` ``(B, Nq, levels, 2|4)``;
+        ``self_attn_mask`` ``(Nq, Nq)`` bool, True where query i must not attend to j."""
         q = query + query_pos
-        attn = self.self_attn(q, q, query, need_weights=False)[0]
+        attn = self.self_attn(q, q, query, attn_mask=self_attn_mask, need_weights=False)[0]
         query = self.norm1(query + self.self_attn_drop(attn))
         attn = self.cross_attn(query + query_pos, memory, reference_points, spatial_shapes,
                                level_start_index, memory_mask)

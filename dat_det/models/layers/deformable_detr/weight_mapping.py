@@ -1,7 +1,8 @@
 """State-dict key mappings between Deformable DETR implementations and ours.
 
-Our detector shares backbone, neck, head and top-level names with mmdet's ``DeformableDETR``;
-only the encoder/decoder layers differ:
+Our detectors share backbone, neck, head and top-level names with mmdet's ``DeformableDETR``
+and ``DINO`` (DINO's ``decoder.ref_point_head``, ``decoder.norm``, ``query_embedding`` and
+``dn_query_generator`` too); only the encoder/decoder layers differ:
 
 =====================================  ====================================
 mmdet                                  ours
@@ -76,12 +77,14 @@ def _rename(key: str, rules: _Rules) -> str:
 
 
 def from_mmdet(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    """mmdet 3.x ``DeformableDETR`` state dict -> ours (values are shared, not copied)."""
+    """mmdet 3.x ``DeformableDETR`` / ``DINO`` state dict -> ours (values are shared, not
+    copied)."""
     return OrderedDict((_rename(k, _MMDET_TO_OURS), v) for k, v in state_dict.items())
 
 
 def to_mmdet(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    """Our state dict -> mmdet 3.x ``DeformableDETR`` (inverse of :func:`from_mmdet`)."""
+    """Our state dict -> mmdet 3.x ``DeformableDETR`` / ``DINO`` (inverse of
+    :func:`from_mmdet`)."""
     return OrderedDict((_rename(k, _OURS_TO_MMDET), v) for k, v in state_dict.items())
 
 
