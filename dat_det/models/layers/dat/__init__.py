@@ -6,12 +6,13 @@ from .norm import LayerNorm2d
 from .presets import DAT_ARCH_SETTINGS, DAT_PRETRAIN_DROP_PATH, resolve_arch
 from .residual import DropPath, LayerScale, LocalPerceptionUnit
 from .stage import BLOCK_TYPES, TransformerStage
+from .trunk import PadToMultiple, Trunk, build_trunk
 from .window_attention import LocalAttention, ShiftWindowAttention
 
 __all__ = [
     'BLOCK_TYPES', 'DAT_ARCH_SETTINGS', 'DAT_PRETRAIN_DROP_PATH', 'DeformableAttention',
     'DropPath', 'LayerNorm2d', 'LayerScale', 'LocalAttention', 'LocalPerceptionUnit',
-    'NeighborhoodAttention2D', 'ShiftWindowAttention', 'TransformerMLP',
-    'TransformerMLPWithConv', 'TransformerStage', 'key_reference_points',
+    'NeighborhoodAttention2D', 'PadToMultiple', 'ShiftWindowAttention', 'TransformerMLP',
+    'TransformerMLPWithConv', 'TransformerStage', 'Trunk', 'build_trunk', 'key_reference_points',
     'neighborhood_attention_2d', 'query_grid', 'resolve_arch',
 ]
