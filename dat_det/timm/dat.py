@@ -198,7 +198,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
                          model: DeformableAttentionTransformer) -> Dict[str, torch.Tensor]:
     """An official DAT / DAT++ checkpoint (classification, DAT-Detection or a dat_det detector)
     as a state dict of ``model``: wrappers stripped, recomputed buffers dropped, position
-    tables resized bicubically; feature norms absent from the file keep their init.
+    tables resized bicubically; feature norms absent from the file keep their init, those of
+    a detector's backbone are dropped for a model without feature norms.
 
     Raises:
         ValueError: trunk weights of ``model`` are missing from the file, or it holds weights
@@ -210,6 +211,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
     for key, value in target.items():
         if key.startswith('norms.') and key not in state_dict:
             state_dict[key] = value
+    # a detector's output norms, for a model without feature norms
+    state_dict = {k: v for k, v in state_dict.items()
+                  if k in target or not k.startswith('norms.')}
     trunk_missing = [k for k in target if k not in state_dict
                      and not k.startswith(('cls_norm.', 'cls_head.'))]
     unexpected = [k for k in state_dict if k not in target]

@@ -101,6 +101,10 @@ def test_detector_checkpoint_carries_its_trained_norms(tmp_path):
     with torch.no_grad():
         for feat, out in zip(feats_model(x), backbone(x)):
             torch.testing.assert_close(feat, out, rtol=0, atol=0)
+    # a classifier without feature norms takes the trunk (and needs a new head)
+    classifier = create('dat_pp_tiny', path, num_classes=3)
+    torch.testing.assert_close(classifier.stages[3].attns[0].proj_q.weight,
+                               backbone.stages[3].attns[0].proj_q.weight)
 
 
 def test_checkpoint_of_another_architecture_is_refused(official_files):
