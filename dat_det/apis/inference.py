@@ -80,10 +80,11 @@ class _NamedReadErrors:
 class DetInferencer(MMDetInferencer):
     """mmdet's ``DetInferencer`` on a dat_det (or any mmdet) config and checkpoint.
 
-    Differences: the config and checkpoint must exist and ``cfg_options`` name existing keys;
-    the checkpoint must fit the model exactly; a checkpoint without class names takes those of
-    the config's test dataset (not COCO's); missing or unreadable images and folders without
-    images raise :class:`UserInputError`; no progress bar by default.
+    Arguments as mmdet's (``model``: a config file or ``Config``; ``weights``: a checkpoint),
+    plus ``cfg_options``. Differences: the config and checkpoint must exist and ``cfg_options``
+    name existing keys; the checkpoint must fit the model exactly; a checkpoint without class
+    names takes those of the config's test dataset (not COCO's); missing or unreadable images
+    and folders without images raise :class:`UserInputError`; no progress bar by default.
 
     Example::
 
@@ -92,14 +93,14 @@ class DetInferencer(MMDetInferencer):
         out['predictions'][0]  # {'labels': [...], 'scores': [...], 'bboxes': [...]}
     """
 
-    def __init__(self, config: Union[str, Path, Config], checkpoint: Optional[str] = None,
-                 device: Optional[str] = None, cfg_options: Optional[dict] = None,
-                 palette: str = 'none', show_progress: bool = False) -> None:
-        cfg = load_config(str(config), cfg_options) if isinstance(config, (str, Path)) \
-            else config
-        self._checkpoint_name = checkpoint
-        super().__init__(model=cfg, weights=checkpoint, device=device,
-                         scope=cfg.get('default_scope', 'mmdet'), palette=palette,
+    def __init__(self, model: Union[str, Path, Config], weights: Optional[str] = None,
+                 device: Optional[str] = None, scope: Optional[str] = None,
+                 palette: str = 'none', show_progress: bool = False,
+                 cfg_options: Optional[dict] = None) -> None:
+        cfg = load_config(str(model), cfg_options) if isinstance(model, (str, Path)) else model
+        self._checkpoint_name = weights
+        super().__init__(model=cfg, weights=weights, device=device,
+                         scope=scope or cfg.get('default_scope', 'mmdet'), palette=palette,
                          show_progress=show_progress)
 
     def _init_model(self, cfg: Config, weights: Optional[str], device: str = 'cpu'
