@@ -10,7 +10,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import load_official_dat
-from ..layers.dat import LayerNorm2d, PadToMultiple, TransformerStage, resolve_arch
+from ..layers.dat import LayerNorm2d, build_trunk, resolve_arch
 
 # Sampling positions of one deformable block, for visualisation.
 SamplingPositions = Dict[str, Any]
@@ -67,61 +67,15 @@ class DAT(BaseModule):
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        dims, depths, dim_stem = settings['dims'], settings['depths'], settings['dim_stem']
+        dims = settings['dims']
         self.num_features = list(dims)
 
-        formulation = settings['formulation']
-        if settings['use_conv_patches'] and formulation == 'v1':
-            # The v1 release's conv stem: one 7x7 conv (output ceil(H / patch_size)).
-            self.patch_proj = nn.Sequential(
-                nn.Conv2d(in_channels, dim_stem, 7, patch_size, 3), LayerNorm2d(dim_stem))
-            self.stem_pad = nn.Identity()
-        elif settings['use_conv_patches']:
-            self.patch_proj = nn.Sequential(
-                nn.Conv2d(in_channels, dim_stem // 2, 3, patch_size // 2, 1),
-                LayerNorm2d(dim_stem // 2), nn.GELU(),
-                nn.Conv2d(dim_stem // 2, dim_stem, 3, patch_size // 2, 1),
-                LayerNorm2d(dim_stem))
-            self.stem_pad = nn.Identity()
-        else:
-            self.patch_proj = nn.Sequential(
-                nn.Conv2d(in_channels, dim_stem, patch_size, patch_size, 0),
-                LayerNorm2d(dim_stem))
-            self.stem_pad = PadToMultiple(patch_size)
-
-        fmap = pretrain_img_size // patch_size
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        self.stages = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        for i in range(4):
-            self.stages.append(TransformerStage(
-                fmap_size=(fmap, fmap), dim_in=dim_stem if i == 0 else dims[i - 1] * 2,
-                dim_embed=dims[i], depth=depths[i], stage_spec=settings['stage_spec'][i],
-                num_heads=settings['heads'][i], window_size=settings['window_sizes'][i],
-                groups=settings['groups'][i], stride=settings['strides'][i],
-                offset_range_factor=settings['offset_range_factor'][i],
-                use_pe=settings['use_pes'][i], dwc_pe=settings['dwc_pes'][i],
-                no_off=settings['no_offs'][i], fixed_pe=settings['fixed_pes'][i],
-                ksize=settings['ksizes'][i], log_cpb=settings['log_cpb'][i],
-                nat_ksize=settings['nat_ksizes'][i], expansion=expansion, drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path_rates=dpr[sum(depths[:i]):sum(depths[:i + 1])],
-                use_dwc_mlp=settings['use_dwc_mlps'][i],
-                layer_scale_value=settings['layer_scale_values'][i],
-                use_lpu=settings['use_lpus'][i], with_cp=with_cp, formulation=formulation))
-            self.norms.append(LayerNorm2d(dims[i]) if i in self.out_indices else nn.Identity())
-            fmap //= 2
-
-        self.down_projs = nn.ModuleList()
-        self.down_pads = nn.ModuleList()
-        for i in range(3):
-            if settings['use_conv_patches']:
-                conv = nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1, bias=False)
-                self.down_pads.append(nn.Identity())
-            else:
-                conv = nn.Conv2d(dims[i], dims[i + 1], 2, 2, 0, bias=False)
-                self.down_pads.append(PadToMultiple(2))
-            self.down_projs.append(nn.Sequential(conv, LayerNorm2d(dims[i + 1])))
+        trunk = build_trunk(settings, pretrain_img_size, patch_size, in_channels, expansion,
+                            drop_rate, attn_drop_rate, drop_path_rate, with_cp)
+        self.patch_proj, self.stem_pad, self.stages = trunk.patch_proj, trunk.stem_pad, trunk.stages
+        self.norms = nn.ModuleList(LayerNorm2d(dims[i]) if i in self.out_indices else nn.Identity()
+                                   for i in range(4))
+        self.down_projs, self.down_pads = trunk.down_projs, trunk.down_pads
         self._freeze_stages()
 
     def _frozen_modules(self) -> List[nn.Module]:

@@ -39,8 +39,10 @@ def extract_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
     return dict(checkpoint)
 
 
-def convert_official_dat_keys(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Strip ``module.``/``backbone.``, drop classifier and recomputed buffers.
+def convert_official_dat_keys(state_dict: Mapping[str, torch.Tensor],
+                              keep_classifier: bool = False) -> Dict[str, torch.Tensor]:
+    """Strip ``module.``/``backbone.``, drop recomputed buffers and (unless
+    ``keep_classifier``, as the timm classifiers need) the classifier.
 
     DAT-Detection's ``LayerScale.gamma`` becomes ``weight`` (the classification name).
     A detector checkpoint (keys under ``backbone.``) keeps only its backbone.
@@ -54,7 +56,7 @@ def convert_official_dat_keys(state_dict: Mapping[str, torch.Tensor]) -> Dict[st
             if not key.startswith('backbone.'):
                 continue
             key = key[len('backbone.'):]
-        if key.startswith(CLASSIFIER_PREFIXES):
+        if key.startswith(CLASSIFIER_PREFIXES) and not keep_classifier:
             continue
         if key.rsplit('.', 1)[-1] in RECOMPUTED_BUFFERS:
             continue

@@ -13,14 +13,15 @@ from .padding import PadToMultiple, pad_to_multiple
 from .presets import DAT_ARCH_SETTINGS, DAT_PRETRAIN_DROP_PATH, resolve_arch
 from .residual import DropPath, LayerScale, LocalPerceptionUnit
 from .stage import BLOCK_TYPES, TransformerStage
+from .trunk import Trunk, build_trunk
 from .window_attention import LocalAttention, ShiftWindowAttention
 
 __all__ = [
     'BLOCK_TYPES', 'DAT_ARCH_SETTINGS', 'DAT_PRETRAIN_DROP_PATH', 'DeformableAttention',
     'FORMULATIONS', 'TransformerMLPWithConvV1', 'deformed_positions',
-    'PadToMultiple', 'pad_to_multiple',
+    'pad_to_multiple',
     'DropPath', 'LayerNorm2d', 'LayerScale', 'LocalAttention', 'LocalPerceptionUnit',
-    'NeighborhoodAttention2D', 'ShiftWindowAttention', 'TransformerMLP',
-    'TransformerMLPWithConv', 'TransformerStage', 'key_reference_points',
+    'NeighborhoodAttention2D', 'PadToMultiple', 'ShiftWindowAttention', 'TransformerMLP',
+    'TransformerMLPWithConv', 'TransformerStage', 'Trunk', 'build_trunk', 'key_reference_points',
     'neighborhood_attention_2d', 'query_grid', 'resolve_arch',
 ]

@@ -1,0 +1,18 @@
+"""Run a trained detector on images and videos, thin over mmdet's inference APIs.
+
+    from dat_det.apis import inference_detector, init_detector
+    model = init_detector(CONFIG, CHECKPOINT, device='cpu')
+    result = inference_detector(model, 'image.jpg')  # or an (H, W, 3) BGR array, or a list
+    result.pred_instances  # bboxes (N, 4) xyxy in image pixels, scores (N,), labels (N,)
+
+``DetInferencer`` (mmdet's, with dat_det's checks) also draws the detections and writes JSON;
+``detect_video`` runs it on every frame of a video. Missing files, unreadable images and
+checkpoints that do not fit the config raise ``dat_det.utils.errors.UserInputError``.
+"""
+from mmdet.apis import inference_detector
+
+from .inference import DetInferencer, check_checkpoint_fits, init_detector, read_checkpoint
+from .video import detect_video, is_video
+
+__all__ = ['DetInferencer', 'check_checkpoint_fits', 'detect_video', 'inference_detector',
+           'init_detector', 'is_video', 'read_checkpoint']
