@@ -35,7 +35,8 @@ class LoadImageOrSkip(LoadImageFromFile):
         try:
             out = super().transform(results)
         except Exception as err:  # noqa: BLE001 - any decoding failure skips the sample
-            self._skip(path, f'cannot be decoded ({" ".join(str(err).split())[:120]})')
+            detail = ' '.join(str(err).replace(str(path), '').split()).rstrip(': ')
+            self._skip(path, f'cannot be decoded ({type(err).__name__}: {detail[:120]})')
             return None
         expected = results.get('height'), results.get('width')
         real = tuple(out['img'].shape[:2])

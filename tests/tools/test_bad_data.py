@@ -12,8 +12,8 @@ from PIL import Image
 
 from dat_det.utils.data_check import check_coco_dataset
 from dat_det.utils.errors import UserInputError
-from tests.conftest import run_tool
-from tests.tools.test_train_test import CONFIG, assert_ok, data_options
+from tests.tools.forked import run_forked
+from tests.tools.test_train_test import CONFIG, data_options
 
 
 def _load(root: Path, split: str) -> dict:
@@ -44,10 +44,10 @@ def make_bad_train_split(root: Path) -> dict[str, str]:
     resized = images[1]
     Image.open(root / 'train' / resized['file_name']).resize(
         (resized['width'] + 7, resized['height'])).save(root / 'train' / resized['file_name'])
+    png16 = _as_png(root, coco, 4, lambda a: Image.fromarray(a[..., 0].astype(np.uint16) * 257))
+    assert Image.open(root / 'train' / png16).mode.startswith('I;16')
     _as_png(root, coco, 2, lambda a: Image.fromarray(a).convert('L'))
     _as_png(root, coco, 3, lambda a: Image.fromarray(a).convert('RGBA'))
-    _as_png(root, coco, 4, lambda a: Image.fromarray(
-        (a[..., 0].astype(np.uint16) * 257), mode='I;16'))
     on_5 = [a for a in anns if a['image_id'] == images[5]['id']]
     on_5[0]['bbox'][2], on_5[0]['area'] = 0, 0                      # zero width
     if len(on_5) > 1:
@@ -69,11 +69,11 @@ def shapes_copy(tmp_path, tiny_shapes_root) -> Path:
 
 def test_training_survives_bad_train_images_and_boxes(tmp_path, shapes_copy):
     bad = make_bad_train_split(shapes_copy)
-    proc = run_tool('train.py', CONFIG, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-                    *data_options(shapes_copy), 'train_cfg.max_epochs=2',
-                    'train_cfg.val_interval=2')
-    assert_ok(proc)
-    log = proc.stdout + proc.stderr
+    proc = run_forked('train.py', CONFIG, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                      *data_options(shapes_copy), 'train_cfg.max_epochs=2',
+                      'train_cfg.val_interval=2', log=tmp_path / 'train.log')
+    log = proc.output
+    assert proc.returncode == 0, log[-4000:]
     assert f'skipped training image {bad["corrupt"]}: cannot be decoded' in log, log[-4000:]
     assert f'skipped training image {bad["resized"]}: its size' in log, log[-4000:]
     note = next(line for line in log.splitlines() if 'train data ' in line)
@@ -82,7 +82,10 @@ def test_training_survives_bad_train_images_and_boxes(tmp_path, shapes_copy):
                  '1 images without annotations are skipped'):
         assert part in note, note
     assert (tmp_path / 'work' / 'epoch_2.pth').is_file()
-    assert 'coco/bbox_mAP' in log
+    assert 'Epoch(val) [2][1/1]' in log
+    skipped = {line.split('skipped training image ')[1].split(':')[0]
+               for line in log.splitlines() if 'skipped training image ' in line}
+    assert skipped == {bad['corrupt'], bad['resized']}  # gray, RGBA, 16-bit PNG all trained
 
 
 def _val_cfg(root: Path) -> dict:

@@ -2,15 +2,12 @@
 ``NonFiniteLossHook(action='skip')`` the batch is skipped, counted, and the weights stay finite."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO_ROOT
-from tests.tools.test_train_test import CONFIG, assert_ok, data_options, load_checkpoint
+from tests.tools.forked import run_forked
+from tests.tools.test_train_test import CONFIG, data_options, load_checkpoint
 
 
 def nan_config(tmp: Path, iteration: int, action: str | None) -> Path:
@@ -27,13 +24,8 @@ train_cfg = dict(max_epochs=2, val_interval=10)
 
 
 def train(config: Path, work_dir: Path, root: Path):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')]))
-    env.pop('DAT_DET_DEBUG', None)
-    cmd = [sys.executable, str(REPO_ROOT / 'tools' / 'train.py'), str(config), '--work-dir',
-           str(work_dir), '--cfg-options', *data_options(root)]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return run_forked('train.py', str(config), '--work-dir', str(work_dir), '--cfg-options',
+                      *data_options(root), log=work_dir.parent / f'{work_dir.name}.log')
 
 
 def all_finite(state_dict: dict) -> bool:
@@ -43,11 +35,11 @@ def all_finite(state_dict: dict) -> bool:
 def test_nan_loss_stops_in_one_line_and_keeps_last_checkpoint(tmp_path, tiny_shapes_root):
     work_dir = tmp_path / 'stop'
     proc = train(nan_config(tmp_path, iteration=6, action=None), work_dir, tiny_shapes_root)
-    assert proc.returncode == 3, proc.stderr[-3000:]
-    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert proc.returncode == 3, proc.output[-3000:]
+    last = [line for line in proc.output.splitlines() if line.strip()][-1]
     assert last.startswith('error: non-finite loss at iteration 6: loss_cls=nan'), last
     assert str(work_dir / 'epoch_1.pth') in last, last
-    assert 'Traceback' not in proc.stderr
+    assert 'Traceback' not in proc.output
     assert not (work_dir / 'epoch_2.pth').exists()
     kept = load_checkpoint(work_dir / 'epoch_1.pth')
     assert kept['meta']['iter'] == 4 and all_finite(kept['state_dict'])
@@ -56,8 +48,8 @@ def test_nan_loss_stops_in_one_line_and_keeps_last_checkpoint(tmp_path, tiny_sha
 def test_nan_loss_batch_skipped_and_counted(tmp_path, tiny_shapes_root):
     work_dir = tmp_path / 'skip'
     proc = train(nan_config(tmp_path, iteration=2, action='skip'), work_dir, tiny_shapes_root)
-    assert_ok(proc)
-    log = proc.stdout + proc.stderr
+    log = proc.output
+    assert proc.returncode == 0, log[-3000:]
     assert ('iteration 2: non-finite loss (loss_cls=nan); batch skipped without changing the '
             'weights (1 skipped so far)') in log, log[-3000:]
     assert '1 batches with a non-finite loss were skipped' in log

@@ -109,6 +109,8 @@ class NonFiniteLossHook(Hook):
             bad_terms.update(nonfinite_terms(outputs))
         if not bad_terms and not bad_step:
             return
+        if len(bad_terms) > 1:
+            bad_terms.pop('loss', None)  # the sum of the others: name the culprits
         iteration = runner.iter + 1
         what = (', '.join(f'{k}={v}' for k, v in sorted(bad_terms.items())) if bad_terms
                 else 'finite loss but non-finite gradients')
@@ -120,7 +122,7 @@ class NonFiniteLossHook(Hook):
         self.skipped += 1
         runner.message_hub.update_info('nonfinite_skipped', self.skipped)
         if isinstance(outputs, dict):
-            for key in bad_terms:
-                outputs.pop(key, None)
+            for key in [k for k, v in outputs.items() if nonfinite_terms({k: v})]:
+                outputs.pop(key)
         runner.logger.warning(f'iteration {iteration}: non-finite loss ({what}); batch skipped '
                               f'without changing the weights ({self.skipped} skipped so far)')
