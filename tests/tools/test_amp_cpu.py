@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.tools.forked import run_forked
 from tests.tools.test_train_test import CONFIG as FCOS_CONFIG
 from tests.tools.tiny_configs import TINY_DAT, tiny_ddetr_config
 
@@ -59,6 +56,7 @@ default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval={ITERS}))
 log_processor = dict(by_epoch=False, window_size=1)
 param_scheduler = []
+train_dataloader = dict(batch_size=1)
 """)
     return path
 
@@ -68,16 +66,13 @@ param_scheduler = []
 def test_amp_on_cpu_trains_in_bf16_with_finite_losses(tmp_path, tiny_shapes_root, name):
     config = amp_config(tmp_path, MODELS[name](tmp_path, tiny_shapes_root))
     work_dir = tmp_path / 'work'
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'tools' / 'train.py'), str(config),
-                           '--work-dir', str(work_dir), '--amp'], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
+    proc = run_forked('train.py', str(config), '--work-dir', str(work_dir), '--amp',
+                      log=tmp_path / 'train.log')
+    log = proc.output
     assert proc.returncode == 0, log[-4000:]
     assert "type='CPUAutocastOptimWrapper'" in log
     if name.startswith('deformable_detr'):
-        assert 'MSDA value dtype=torch.bfloat16 autocast=True' in proc.stderr, log[-3000:]
+        assert 'MSDA value dtype=torch.bfloat16 autocast=True' in log, log[-3000:]
     scalars = next(work_dir.glob('*/vis_data/scalars.json'))
     losses = [json.loads(line)['loss'] for line in scalars.read_text().splitlines()
               if '"loss"' in line]
