@@ -12,8 +12,19 @@ import torch
 from dat_det.engine.train_guards import check_pretrained_files
 from dat_det.utils.checkpoint_compat import CheckpointError, check_checkpoint, checkpoint_problem
 from dat_det.utils.errors import UserInputError
-from tests.conftest import REPO_ROOT, run_tool
-from tests.tools.test_train_test import CONFIG, assert_ok, data_options, train
+from tests.conftest import REPO_ROOT
+from tests.tools.forked import run_forked
+from tests.tools.test_train_test import CONFIG, data_options
+
+
+def train(work_dir: Path, root: Path, *extra: str, resume: str | None = None):
+    args = ['--resume', resume] if resume is not None else []
+    return run_forked('train.py', CONFIG, '--work-dir', str(work_dir), *args, '--cfg-options',
+                      *data_options(root), *extra, log=Path(f'{work_dir}.log'))
+
+
+def assert_ok(proc) -> None:
+    assert proc.returncode == 0, proc.output[-4000:]
 
 
 def _good(path: Path) -> Path:
@@ -58,17 +69,17 @@ def test_checkpoint_problem_names_what_is_wrong(tmp_path, case):
 
 
 def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    return [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert proc.returncode == 2, proc.output[-3000:]
+    assert 'Traceback' not in proc.output, proc.output[-3000:]
+    return [line for line in proc.output.splitlines() if line.strip()][-1]
 
 
 def test_tools_refuse_broken_checkpoints_in_one_line(tmp_path, tiny_shapes_root):
     broken = _good(tmp_path / 'broken.pth')
     truncate(broken)
-    line = _one_error_line(run_tool('test.py', CONFIG, str(broken), '--work-dir',
-                                    str(tmp_path / 't'), '--cfg-options',
-                                    *data_options(tiny_shapes_root)))
+    line = _one_error_line(run_forked('test.py', CONFIG, str(broken), '--work-dir',
+                                      str(tmp_path / 't'), '--cfg-options',
+                                      *data_options(tiny_shapes_root), log=tmp_path / 't.log'))
     assert line.startswith(f'error: checkpoint {broken} is unreadable: truncated'), line
     line = _one_error_line(train(tmp_path / 'r', tiny_shapes_root, resume=str(broken)))
     assert line.startswith(f'error: --resume checkpoint {broken} is unreadable'), line
@@ -84,7 +95,7 @@ def test_resume_falls_back_past_a_broken_latest_checkpoint(tmp_path, tiny_shapes
     truncate(work_dir / 'epoch_2.pth')
     proc = train(work_dir, tiny_shapes_root, *opts, resume='auto')
     assert_ok(proc)
-    log = proc.stdout + proc.stderr
+    log = proc.output
     assert (f'warning: latest checkpoint {work_dir / "epoch_2.pth"} is unreadable (truncated '
             f'zip archive (no central directory)); resuming from {work_dir / "epoch_1.pth"} '
             'instead') in log, log[-3000:]
@@ -94,7 +105,8 @@ def test_resume_falls_back_past_a_broken_latest_checkpoint(tmp_path, tiny_shapes
 
 def test_missing_pretrained_backbone_refused_before_anything_starts(tmp_path):
     config = REPO_ROOT / 'configs' / 'dat' / 'retinanet_dat++-t_fpn_1x_coco.py'
-    proc = run_tool('train.py', str(config), '--work-dir', str(tmp_path / 'w'))
+    proc = run_forked('train.py', str(config), '--work-dir', str(tmp_path / 'w'),
+                      log=tmp_path / 'w.log')
     line = _one_error_line(proc)
     assert line == ('error: pretrained weights not found: checkpoints/dat_pp_tiny_in1k_224.pth '
                     '(config key model.backbone.init_cfg.checkpoint); the official DAT / DAT++ '
