@@ -29,10 +29,20 @@ def warn(message: str) -> None:
     print(f'warning: {message}', file=sys.stderr, flush=True)
 
 
+def _add_import(cfg: Any, module: str) -> None:
+    """Name ``module`` in ``custom_imports``, so the config the runner dumps builds elsewhere."""
+    imports = dict(cfg.get('custom_imports') or dict(imports=[], allow_failed_imports=False))
+    names = list(imports.get('imports') or [])
+    if module not in names:
+        imports['imports'] = names + [module]
+        cfg.custom_imports = imports
+
+
 def use_atomic_checkpoints(cfg: Any) -> None:
     hook = (cfg.get('default_hooks') or {}).get('checkpoint')
     if hook is not None and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
         hook['type'] = 'AtomicCheckpointHook'
+        _add_import(cfg, 'dat_det.engine')
 
 
 def guard_nonfinite_loss(cfg: Any) -> None:
@@ -40,6 +50,7 @@ def guard_nonfinite_loss(cfg: Any) -> None:
     if not any(h.get('type') == 'NonFiniteLossHook' for h in hooks):
         hooks.append(dict(type='NonFiniteLossHook', action='stop'))
     cfg.custom_hooks = hooks
+    _add_import(cfg, 'dat_det.engine')
 
 
 def _datasets(dataset_cfg: Any) -> Iterator[dict]:
@@ -61,6 +72,7 @@ def skip_unreadable_train_images(cfg: Any) -> None:
             if isinstance(step, dict) and step.get('type') in ('LoadImageFromFile',
                                                                'mmdet.LoadImageFromFile'):
                 step['type'] = 'LoadImageOrSkip'
+                _add_import(cfg, 'dat_det.datasets.transforms')
 
 
 def _pretrained_files(node: Any, key: str) -> Iterator[tuple[str, str]]:
