@@ -11,10 +11,10 @@ from mmdet.evaluation import DumpDetResults
 from mmengine.config import DictAction
 
 from dat_det.engine import build_runner, set_work_dir, teardown_distributed
-from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
+from dat_det.utils.checkpoint_compat import check_checkpoint
 from dat_det.utils.config import load_config
 from dat_det.utils.data_check import check_dataloader_datasets
-from dat_det.utils.errors import UserInputError, exit_on_user_error
+from dat_det.utils.errors import UserInputError, exit_on_stopped_run, exit_on_user_error
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +40,7 @@ def parse_args() -> argparse.Namespace:
 def build_cfg(args: argparse.Namespace):
     if not osp.isfile(args.checkpoint):
         raise UserInputError(f'checkpoint not found: {args.checkpoint}')
+    check_checkpoint(args.checkpoint)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise UserInputError(f'--out must be a .pkl file, got {args.out}')
     cfg = load_config(args.config, args.cfg_options)
@@ -57,14 +58,18 @@ def build_cfg(args: argparse.Namespace):
 
 def main() -> None:
     args = parse_args()
-    allow_mmengine_checkpoints()
-    with exit_on_user_error():
-        cfg = build_cfg(args)
-        runner = build_runner(cfg)
-    if args.out:
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
-    teardown_distributed()
+    finished = False
+    try:
+        with exit_on_user_error():
+            cfg = build_cfg(args)
+            runner = build_runner(cfg)
+        if args.out:
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        with exit_on_stopped_run():
+            runner.test()
+        finished = True
+    finally:
+        teardown_distributed(barrier=finished)
 
 
 if __name__ == '__main__':

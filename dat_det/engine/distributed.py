@@ -32,12 +32,15 @@ def setup_cpu_distributed(cfg) -> None:
             find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
-def teardown_distributed() -> None:
+def teardown_distributed(barrier: bool = True) -> None:
     """Destroy the default process group, if any, before the interpreter exits.
 
     Left alive, gloo's worker threads can be torn down mid-flight at exit, which aborts the
-    process ("terminate called without an active exception") after a successful run.
+    process ("terminate called without an active exception") after a successful run. Call it
+    from a ``finally``; pass ``barrier=False`` when leaving on an error, since the other ranks
+    may never reach the barrier.
     """
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()

@@ -38,3 +38,25 @@ def exit_on_user_error() -> Iterator[None]:
             raise
         print(f'error: {one_line(err)}', file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+class RunStopped(RuntimeError):
+    """A run that stopped itself on purpose (e.g. on a NaN loss); reported in one line."""
+
+    exit_code = 3
+
+
+@contextmanager
+def exit_on_stopped_run() -> Iterator[None]:
+    """Turn :class:`RunStopped` and :class:`UserInputError` raised while a run goes (e.g. an
+    unreadable checkpoint found when resuming) into ``error: ...`` on stderr and a non-zero exit.
+
+    ``DAT_DET_DEBUG=1`` gives the traceback instead.
+    """
+    try:
+        yield
+    except (RunStopped, UserInputError) as err:
+        if os.environ.get('DAT_DET_DEBUG'):
+            raise
+        print(f'error: {one_line(err)}', file=sys.stderr, flush=True)
+        sys.exit(getattr(err, 'exit_code', 2))

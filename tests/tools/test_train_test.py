@@ -42,9 +42,9 @@ def assert_ok(proc) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
-    allow_mmengine_checkpoints()
-    return torch.load(path, map_location='cpu', weights_only=True)
+    from dat_det.utils.checkpoint_compat import mmengine_checkpoint_globals
+    with mmengine_checkpoint_globals():
+        return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def assert_same_tensors(a, b, what: str) -> None:
