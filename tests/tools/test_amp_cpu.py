@@ -1,8 +1,7 @@
 """``tools/train.py --amp`` on a CPU-only machine trains under bf16 autocast: 50 iterations of
 Deformable DETR and of a DAT detector with finite losses, the deformable attention op fed bf16
-values (its fp32 accumulation under autocast is tested in tests/ops/test_msda_precision.py).
-
-DINO: add its tiny config to ``MODELS`` below once it exists.
+values (its fp32 accumulation under autocast is tested in tests/ops/test_msda_precision.py),
+and of DINO (denoising queries and all).
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import torch
 
 from tests.tools.forked import run_forked
 from tests.tools.test_train_test import CONFIG as FCOS_CONFIG
-from tests.tools.tiny_configs import TINY_DAT, tiny_ddetr_config
+from tests.tools.tiny_configs import TINY_DAT, tiny_ddetr_config, tiny_dino_model
 
 ITERS = 50
 
@@ -41,7 +40,11 @@ test_evaluator = val_evaluator
     return path
 
 
-MODELS = {'deformable_detr_refine_twostage': ddetr, 'fcos_dat++': dat_fcos}
+def dino(tmp: Path, root: Path) -> Path:
+    return tiny_ddetr_config(tmp, root, model=tiny_dino_model(), name='tiny_dino')
+
+
+MODELS = {'deformable_detr_refine_twostage': ddetr, 'dino': dino, 'fcos_dat++': dat_fcos}
 
 
 def amp_config(tmp: Path, base: Path) -> Path:
@@ -71,7 +74,7 @@ def test_amp_on_cpu_trains_in_bf16_with_finite_losses(tmp_path, tiny_shapes_root
     log = proc.output
     assert proc.returncode == 0, log[-4000:]
     assert "type='CPUAutocastOptimWrapper'" in log
-    if name.startswith('deformable_detr'):
+    if name != 'fcos_dat++':
         assert 'MSDA value dtype=torch.bfloat16 autocast=True' in log, log[-3000:]
     scalars = next(work_dir.glob('*/vis_data/scalars.json'))
     losses = [json.loads(line)['loss'] for line in scalars.read_text().splitlines()
