@@ -1,7 +1,11 @@
 """DAT / DAT++ building blocks (torch and einops only, no registry)."""
 from .deformable_attention import DeformableAttention, key_reference_points, query_grid
 from .mlp import TransformerMLP, TransformerMLPWithConv
-from .neighborhood_attention import NeighborhoodAttention2D, neighborhood_attention_2d
+from .neighborhood_attention import (
+    NeighborhoodAttention2D,
+    neighborhood_attention_2d,
+    neighborhood_attention_2d_tiled,
+)
 from .norm import LayerNorm2d
 from .presets import DAT_ARCH_SETTINGS, DAT_PRETRAIN_DROP_PATH, resolve_arch
 from .residual import DropPath, LayerScale, LocalPerceptionUnit
@@ -13,5 +17,5 @@ __all__ = [
     'DropPath', 'LayerNorm2d', 'LayerScale', 'LocalAttention', 'LocalPerceptionUnit',
     'NeighborhoodAttention2D', 'ShiftWindowAttention', 'TransformerMLP',
     'TransformerMLPWithConv', 'TransformerStage', 'key_reference_points',
-    'neighborhood_attention_2d', 'query_grid', 'resolve_arch',
+    'neighborhood_attention_2d', 'neighborhood_attention_2d_tiled', 'query_grid', 'resolve_arch',
 ]
