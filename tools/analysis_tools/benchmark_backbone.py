@@ -27,10 +27,11 @@ and 512 (batch 1); with ``--device cuda``: 800x1333, batch 2.
         [--iters 3] [--warmup 1] [--profile-dir DIR] [--json FILE]
 
 DAT-T and DAT++-T against timm's Swin-T (``swin_tiny_patch4_window7_224``, features of the
-four stages, any input size) and mmdet's ResNet-50 (four stages, nothing frozen), all with
-random weights, no stochastic depth, batch 1: inference time (``torch.no_grad``, eval mode) at
-``--infer-size``, peak memory of that inference, and training-step time (forward, backward of
-the squared features, AdamW step) at ``--train-size``. Times are medians over ``--iters``
+four stages, inputs zero-padded to a multiple of its patch size 4) and mmdet's ResNet-50 (four
+stages, nothing frozen), all with random weights, no stochastic depth, batch 1: inference
+time (``torch.no_grad``, eval mode) at ``--infer-size``, peak memory of that inference, and
+training-step time (forward, backward of the squared features, AdamW step) at
+``--train-size``. Times are medians over ``--iters``
 calls after ``--warmup``, the models taking turns call by call. Peak memory: on CPU the growth
 of the peak RSS over the first inference in a fresh process per model (the model and input
 already built); on CUDA the growth of ``max_memory_allocated`` over an inference after a
@@ -203,14 +204,17 @@ PEER_LABELS = {'dat-t': 'DAT-T (dat_det)', 'dat++-t': 'DAT++-T (dat_det)',
 
 
 class TimmFeatures(nn.Module):
-    """timm ``features_only`` model returning channel-first maps (Swin's are NHWC)."""
+    """timm ``features_only`` model on inputs zero-padded (bottom/right) to a multiple of
+    ``divisor``, returning channel-first maps (Swin's are NHWC)."""
 
-    def __init__(self, model: nn.Module, channels_last_out: bool) -> None:
+    def __init__(self, model: nn.Module, divisor: int, channels_last_out: bool) -> None:
         super().__init__()
         self.model = model
+        self.divisor = divisor
         self.channels_last_out = channels_last_out
 
     def forward(self, x):
+        x = F.pad(x, (0, (-x.shape[-1]) % self.divisor, 0, (-x.shape[-2]) % self.divisor))
         feats = self.model(x)
         if self.channels_last_out:
             feats = [f.permute(0, 3, 1, 2) for f in feats]
@@ -225,12 +229,12 @@ def build_peer(name: str) -> nn.Module:
         return DAT(arch=name, pretrain_img_size=224, drop_path_rate=0.0)
     if name == 'swin-t':
         import timm
-        # strict_img_size=False + dynamic_img_pad: any input size; windows are padded inside
-        # the blocks, as mmdet's Swin does for detection.
+        # strict_img_size=False: any size that is a multiple of the patch (4); timm pads the
+        # maps to the window inside the blocks, as mmdet's Swin does for detection.
         model = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False,
                                   features_only=True, strict_img_size=False,
-                                  dynamic_img_pad=True, drop_path_rate=0.0)
-        return TimmFeatures(model, channels_last_out=True)
+                                  drop_path_rate=0.0)
+        return TimmFeatures(model, divisor=4, channels_last_out=True)
     if name == 'r50':
         from mmdet.models.backbones import ResNet
         return ResNet(depth=50, out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False)
@@ -243,6 +247,7 @@ def _sync(device: str) -> None:
 
 
 def peer_train_step(model, x, optimizer):
+    model.train()  # (mmdet's ResNet.train returns None: no chaining)
     loss = sum(f.float().square().mean() for f in model(x))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -250,6 +255,7 @@ def peer_train_step(model, x, optimizer):
 
 
 def peer_infer(model, x):
+    model.eval()
     with torch.no_grad():
         return model(x)
 
@@ -273,7 +279,7 @@ def inference_peak_mib(name: str, size: Tuple[int, int], device: str, threads: i
                        queue=None) -> float:
     """Peak memory growth of one inference (CPU: first call in this fresh process)."""
     torch.set_num_threads(threads)
-    model = build_peer(name).to(device).eval()
+    model = build_peer(name).to(device)
     x = torch.randn(1, 3, *size, device=device)
     if device == 'cuda':
         peer_infer(model, x)
@@ -314,9 +320,9 @@ def write_profiles(models: Dict[str, nn.Module], infer_x, train_x, out_dir: Path
             with profile(activities=activities, profile_memory=True,
                          record_shapes=True) as prof:
                 if what == 'infer':
-                    peer_infer(model.eval(), infer_x)
+                    peer_infer(model, infer_x)
                 else:
-                    peer_train_step(model.train(), train_x, optimizer)
+                    peer_train_step(model, train_x, optimizer)
             table = prof.key_averages().table(sort_by=sort, row_limit=40)
             path = out_dir / f'{name}_{what}.txt'
             path.write_text(table)
@@ -332,11 +338,11 @@ def peers_main(args) -> None:
     infer_x = torch.randn(1, 3, *infer_size, device=device)
     train_x = torch.randn(1, 3, *train_size, device=device)
     infer_s = interleaved_median_s(
-        {n: (lambda m=m: peer_infer(m.eval(), infer_x)) for n, m in models.items()},
+        {n: (lambda m=m: peer_infer(m, infer_x)) for n, m in models.items()},
         device, args.iters, args.warmup)
     optimizers = {n: torch.optim.AdamW(m.parameters(), lr=1e-4) for n, m in models.items()}
     train_s = interleaved_median_s(
-        {n: (lambda m=m, o=optimizers[n]: peer_train_step(m.train(), train_x, o))
+        {n: (lambda m=m, o=optimizers[n]: peer_train_step(m, train_x, o))
          for n, m in models.items()}, device, args.iters, args.warmup)
     if args.profile_dir:
         write_profiles(models, infer_x, train_x, Path(args.profile_dir))

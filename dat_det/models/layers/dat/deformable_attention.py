@@ -202,9 +202,11 @@ class DeformableAttention(nn.Module):
         table = table.expand(b, -1, -1, -1, -1).reshape(bg, self.n_group_heads,
                                                          *self.rpe_table.shape[-2:])
         # Half the (x, y) displacement query - key, the table's grid_sample coordinate, built
-        # in one broadcast op; halving before subtracting is exact in binary floating point.
+        # in one broadcast op. Halving and negating before adding are exact in binary floating
+        # point, so this equals ((q - p) / 2) bit for bit; adding (not subtracting) spares
+        # the backward pass a negation of the full-size gradient.
         grid = (q_grid.flip(-1) * 0.5).view(1, n_query, 1, 2) \
-            - (pos.flip(-1) * 0.5).reshape(bg, 1, n_sample, 2)  # (B*g, Q, Ns, 2)
+            + (pos.flip(-1) * -0.5).reshape(bg, 1, n_sample, 2)  # (B*g, Q, Ns, 2)
         bias = F.grid_sample(table, grid, mode='bilinear', align_corners=True)  # (B*g, hg, Q, Ns)
         return bias.view(b, self.n_heads, n_query, n_sample)
 
@@ -224,14 +226,21 @@ class DeformableAttention(nn.Module):
             else [self.rpe_table]
         grad = torch.is_grad_enabled() and needs_bias and any(
             t.requires_grad for t in (q, k, v, pos, *params))
-        if not needs_bias or grad:
+        if not needs_bias:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        if grad:
             # Autograd keeps the bias of every query for the backward pass anyway, so it is
-            # built in full (SDPA then runs its unfused path, as it does for any mask that
-            # needs a gradient).
-            bias = self.position_bias(pos, h, w)
-            return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), dropout_p=drop,
-                scale=self.scale)
+            # built in full, and added to the logits inside the batched GEMM (SDPA would run
+            # its unfused path for a mask that needs a gradient, with extra passes).
+            b, heads, n_query, hc = q.shape
+            n_sample = k.shape[2]
+            bias = self.position_bias(pos, h, w).to(q.dtype).expand(b, -1, -1, -1)
+            logits = torch.baddbmm(bias.reshape(b * heads, n_query, n_sample),
+                                   q.reshape(b * heads, n_query, hc),
+                                   k.reshape(b * heads, n_sample, hc).transpose(1, 2),
+                                   alpha=self.scale)
+            attn = F.dropout(logits.softmax(dim=-1), p=drop, training=drop > 0)
+            return torch.bmm(attn, v.reshape(b * heads, n_sample, hc)).view(q.shape)
         # Without autograd, the bias of a chunk of queries is built, used by the fused SDPA
         # kernel and dropped: peak memory O(chunk * Ns) instead of O(HW * Ns).
         n_query, n_sample = h * w, k.shape[2]
