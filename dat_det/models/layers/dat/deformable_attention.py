@@ -202,11 +202,13 @@ class DeformableAttention(nn.Module):
         table = table.expand(b, -1, -1, -1, -1).reshape(bg, self.n_group_heads,
                                                          *self.rpe_table.shape[-2:])
         # Half the (x, y) displacement query - key, the table's grid_sample coordinate, built
-        # in one broadcast op. Halving and negating before adding are exact in binary floating
-        # point, so this equals ((q - p) / 2) bit for bit; adding (not subtracting) spares
-        # the backward pass a negation of the full-size gradient.
-        grid = (q_grid.flip(-1) * 0.5).view(1, n_query, 1, 2) \
-            + (pos.flip(-1) * -0.5).reshape(bg, 1, n_sample, 2)  # (B*g, Q, Ns, 2)
+        # in one broadcast add of complex numbers x + iy (a pair-wise broadcast of a last dim
+        # of 2 would not vectorise). Halving and negating before adding are exact in binary
+        # floating point, so this equals ((q - p) / 2) bit for bit; adding (not subtracting)
+        # spares the backward pass a negation of the full-size gradient.
+        q_half = torch.view_as_complex((q_grid.flip(-1) * 0.5).contiguous())  # (Q,)
+        p_half = torch.view_as_complex((pos.flip(-1) * -0.5).reshape(bg, n_sample, 2))
+        grid = torch.view_as_real(q_half.view(1, n_query, 1) + p_half.view(bg, 1, n_sample))
         bias = F.grid_sample(table, grid, mode='bilinear', align_corners=True)  # (B*g, hg, Q, Ns)
         return bias.view(b, self.n_heads, n_query, n_sample)
 
