@@ -111,20 +111,18 @@ def _axis_tiles(length: int, kernel_size: int, tile: int, device: torch.device
     return keys, torch.where(inside, rel, torch.full_like(rel, -1))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _tile_plan(h: int, w: int, kernel_size: int, tile: int, device: torch.device,
                dtype: torch.dtype):
-    """Halo gather index ``(nTiles * Lh * Lw,)`` into the flattened map, additive mask
-    ``(1, nTiles, tile^2, Lh*Lw)`` (0 inside each query's window, -inf outside), and the
-    per-axis bias indices (nTh, tile, Lh), (nTw, tile, Lw) (-1 outside the window)."""
+    """Halo gather index ``(nTiles * Lh * Lw,)`` into the flattened map, per-axis bias
+    indices (nTh, tile, Lh), (nTw, tile, Lw) (-1 outside the window) and per-axis additive
+    masks of the same shapes (0 inside the window, -inf outside). All small (O(HW)); cached."""
     keys_h, rel_h = _axis_tiles(h, kernel_size, tile, device)
     keys_w, rel_w = _axis_tiles(w, kernel_size, tile, device)
-    (nth, lh), (ntw, lw) = keys_h.shape, keys_w.shape
     gather = (keys_h[:, None, :, None] * w + keys_w[None, :, None, :]).reshape(-1)
-    inside = (rel_h[:, None, :, None, :, None] >= 0) & (rel_w[None, :, None, :, None, :] >= 0)
-    mask = torch.zeros(inside.shape, dtype=dtype, device=device).masked_fill_(
-        ~inside, float('-inf')).reshape(1, nth * ntw, tile * tile, lh * lw)
-    return gather, mask, rel_h, rel_w
+    masks = [torch.zeros(rel.shape, dtype=dtype, device=device).masked_fill_(
+        rel < 0, float('-inf')) for rel in (rel_h, rel_w)]
+    return gather, rel_h, rel_w, masks[0], masks[1]
 
 
 def neighborhood_attention_2d_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -151,9 +149,14 @@ def neighborhood_attention_2d_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.T
     if min(h, w) < kernel_size:
         raise ValueError(f'neighbourhood attention needs maps of at least the kernel '
                          f'{kernel_size}, got {h}x{w}')
-    gather, mask, rel_h, rel_w = _tile_plan(h, w, kernel_size, tile, q.device, q.dtype)
-    nth, ntw = rel_h.shape[0], rel_w.shape[0]
-    n_tiles, halo = nth * ntw, mask.shape[-1]
+    gather, rel_h, rel_w, mask_h, mask_w = _tile_plan(h, w, kernel_size, tile, q.device,
+                                                      q.dtype)
+    (nth, _, lh), (ntw, _, lw) = rel_h.shape, rel_w.shape
+    n_tiles, halo = nth * ntw, lh * lw
+    # (1, nTiles, tile^2, halo): built per call (one broadcast add) rather than cached, as it
+    # is ~(tile + k - 1)^2 / tile^2 times the size of a (H, W, head_dim) map.
+    mask = (mask_h[:, None, :, None, :, None] + mask_w[None, :, None, :, None, :]).reshape(
+        1, n_tiles, tile * tile, halo)
     if rpb is not None:
         rows = rel_h.clamp(min=0)[:, None, :, None, :, None]
         cols = rel_w.clamp(min=0)[None, :, None, :, None, :]
