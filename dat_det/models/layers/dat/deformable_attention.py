@@ -187,8 +187,10 @@ class DeformableAttention(nn.Module):
                     f'fixed_pe was built for {self.q_h}x{self.q_w} queries and '
                     f'{self.kv_h}x{self.kv_w} keys, got {h}x{w} and {hk}x{wk}')
             return self.rpe_table[:, start:stop].unsqueeze(0)
-        n_query = stop - start
-        q_grid = query_grid(h, w, pos.dtype, pos.device).reshape(h * w, 2)[start:stop]
+        q_grid = query_grid(h, w, pos.dtype, pos.device).reshape(-1, 2)
+        if start or stop != h * w:
+            q_grid = q_grid[start:stop]
+        n_query = q_grid.shape[0]
         if self.log_cpb:
             displacement = q_grid.view(1, n_query, 1, 2) - pos.reshape(bg, 1, n_sample, 2)
             displacement = displacement * 4.0
@@ -206,9 +208,12 @@ class DeformableAttention(nn.Module):
         # of 2 would not vectorise). Halving and negating before adding are exact in binary
         # floating point, so this equals ((q - p) / 2) bit for bit; adding (not subtracting)
         # spares the backward pass a negation of the full-size gradient.
-        q_half = torch.view_as_complex((q_grid.flip(-1) * 0.5).contiguous())  # (Q,)
-        p_half = torch.view_as_complex((pos.flip(-1) * -0.5).reshape(bg, n_sample, 2))
-        grid = torch.view_as_real(q_half.view(1, n_query, 1) + p_half.view(bg, 1, n_sample))
+        q_half, p_half = q_grid.flip(-1) * 0.5, (pos.flip(-1) * -0.5).reshape(bg, n_sample, 2)
+        if torch.jit.is_tracing():  # ONNX has no complex numbers
+            grid = q_half.view(1, n_query, 1, 2) + p_half.view(bg, 1, n_sample, 2)
+        else:
+            grid = torch.view_as_real(torch.view_as_complex(q_half.contiguous()).view(
+                1, n_query, 1) + torch.view_as_complex(p_half).view(bg, 1, n_sample))
         bias = F.grid_sample(table, grid, mode='bilinear', align_corners=True)  # (B*g, hg, Q, Ns)
         return bias.view(b, self.n_heads, n_query, n_sample)
 
@@ -230,6 +235,12 @@ class DeformableAttention(nn.Module):
             t.requires_grad for t in (q, k, v, pos, *params))
         if not needs_bias:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        if torch.jit.is_tracing():
+            # one SDPA node over the full bias: a trace would freeze the chunk loop to the
+            # traced size (ONNX export), and FLOP counters see the attention as one op
+            bias = self.position_bias(pos, h, w)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                                  dropout_p=drop, scale=self.scale)
         if grad:
             # Autograd keeps the bias of every query for the backward pass anyway, so it is
             # built in full, and added to the logits inside the batched GEMM (SDPA would run

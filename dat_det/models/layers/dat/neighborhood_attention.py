@@ -236,7 +236,9 @@ class NeighborhoodAttention2D(nn.Module):
     def _attend(self, q, k, v):
         """q, k, v: (B, heads, H, W, hd), q unscaled -> (B, heads, H, W, hd)."""
         drop = self.attn_drop if self.training else 0.0
-        if self.backend == 'tiled':
+        # A trace would freeze the tile plan (built from Python ints) to the traced size, so
+        # traces (ONNX export, FLOP counting) take the reference, which exporters may swap.
+        if self.backend == 'tiled' and not torch.jit.is_tracing():
             return neighborhood_attention_2d_tiled(q, k, v, self.kernel_size, self.rpb, drop,
                                                    scale=self.scale)
         if self.backend == 'natten':  # pragma: no cover - natten is an optional extra
