@@ -24,17 +24,18 @@ and 512 (batch 1); with ``--device cuda``: 800x1333, batch 2.
 
     python tools/analysis_tools/benchmark_backbone.py --peers [--models dat-t dat++-t swin-t r50]
         [--device cpu|cuda] [--threads 1] [--infer-size 800x1333] [--train-size 512x512]
-        [--iters 3] [--warmup 1] [--profile-dir DIR] [--json FILE]
+        [--iters 3] [--warmup 1] [--clock wall|cpu] [--profile-dir DIR] [--json FILE]
 
 DAT-T and DAT++-T against timm's Swin-T (``swin_tiny_patch4_window7_224``, features of the
 four stages, inputs zero-padded to a multiple of its patch size 4) and mmdet's ResNet-50 (four
 stages, nothing frozen), all with random weights, no stochastic depth, batch 1: inference
 time (``torch.no_grad``, eval mode) at ``--infer-size``, peak memory of that inference, and
 training-step time (forward, backward of the squared features, AdamW step) at
-``--train-size``. Times are medians over ``--iters``
-calls after ``--warmup``, the models taking turns call by call. Peak memory: on CPU the growth
-of the peak RSS over the first inference in a fresh process per model (the model and input
-already built); on CUDA the growth of ``max_memory_allocated`` over an inference after a
+``--train-size``. Times are medians over ``--iters`` calls after ``--warmup``, the models
+taking turns call by call (``--clock cpu``: the process's CPU time, which other load on a
+shared machine does not inflate; with one thread). Peak memory: on CPU the growth of the peak
+RSS over the first inference in a fresh process per model (the model and input already
+built); on CUDA the growth of ``max_memory_allocated`` over an inference after a
 warm-up one. ``--profile-dir`` also writes a ``torch.profiler`` table (operators by self time,
 with memory) of one inference and one training step per model.
 """
@@ -261,17 +262,20 @@ def peer_infer(model, x):
 
 
 def interleaved_median_s(calls: Dict[str, Callable[[], object]], device: str, iters: int,
-                         warmup: int) -> Dict[str, float]:
-    """Median seconds of each call, the calls taking turns so that load affects all alike."""
+                         warmup: int, clock: str = 'wall') -> Dict[str, float]:
+    """Median seconds of each call, the calls taking turns so that load affects all alike.
+    ``clock='cpu'``: this process's CPU time (all its threads), which other processes on a
+    shared machine do not inflate; comparable to wall time only with one thread."""
+    timer = time.process_time if clock == 'cpu' else time.perf_counter
     times: Dict[str, List[float]] = {k: [] for k in calls}
     for i in range(warmup + iters):
         for name, call in calls.items():
             _sync(device)
-            start = time.perf_counter()
+            start = timer()
             call()
             _sync(device)
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(timer() - start)
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
@@ -339,11 +343,11 @@ def peers_main(args) -> None:
     train_x = torch.randn(1, 3, *train_size, device=device)
     infer_s = interleaved_median_s(
         {n: (lambda m=m: peer_infer(m, infer_x)) for n, m in models.items()},
-        device, args.iters, args.warmup)
+        device, args.iters, args.warmup, args.clock)
     optimizers = {n: torch.optim.AdamW(m.parameters(), lr=1e-4) for n, m in models.items()}
     train_s = interleaved_median_s(
         {n: (lambda m=m, o=optimizers[n]: peer_train_step(m, train_x, o))
-         for n, m in models.items()}, device, args.iters, args.warmup)
+         for n, m in models.items()}, device, args.iters, args.warmup, args.clock)
     if args.profile_dir:
         write_profiles(models, infer_x, train_x, Path(args.profile_dir))
     del models, optimizers
@@ -353,7 +357,7 @@ def peers_main(args) -> None:
                        if device == 'cuda' else
                        run_isolated_peak(name, infer_size, device, args.threads))
     base = 'swin-t' if 'swin-t' in args.models else args.models[0]
-    rows = [dict(model=name, device=device, threads=args.threads,
+    rows = [dict(model=name, device=device, threads=args.threads, clock=args.clock,
                  infer_size=args.infer_size, infer_s=infer_s[name],
                  infer_peak_mib=peaks[name], train_size=args.train_size,
                  train_step_s=train_s[name],
@@ -363,7 +367,8 @@ def peers_main(args) -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     mem = 'peak RSS growth' if device == 'cpu' else 'peak allocated growth'
-    print(f'\n| backbone | inference {args.infer_size}: time | {mem} | '
+    what = 'CPU time' if args.clock == 'cpu' else 'time'
+    print(f'\n| backbone | inference {args.infer_size}: {what} | {mem} | '
           f'training step {args.train_size} | vs {PEER_LABELS[base]}: inference / memory / '
           f'training |')
     print('|---|---|---|---|---|')
@@ -389,6 +394,9 @@ def parse_args():
     parser.add_argument('--models', nargs='+', default=list(PEER_LABELS),
                         choices=list(PEER_LABELS), help='--peers: backbones to compare')
     parser.add_argument('--threads', type=int, default=1, help='--peers: torch CPU threads')
+    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                        help="--peers: time by wall clock or by this process's CPU time "
+                             '(robust on a shared machine; use with --threads 1)')
     parser.add_argument('--infer-size', default='800x1333', help='--peers: inference HxW')
     parser.add_argument('--train-size', default='512x512', help='--peers: training HxW')
     parser.add_argument('--profile-dir', default=None,
