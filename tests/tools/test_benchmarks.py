@@ -53,6 +53,24 @@ def test_backbone_benchmark_reports_equal_features(tmp_path):
         assert row[key] > 0, key
 
 
+def test_backbone_benchmark_compares_with_peer_backbones(tmp_path):
+    pytest.importorskip('mmdet')
+    pytest.importorskip('timm')
+    out_json = tmp_path / 'peers.json'
+    proc = run_tool('analysis_tools/benchmark_backbone.py', '--peers', '--infer-size', '61x75',
+                    '--train-size', '64x64', '--iters', '1', '--warmup', '0',
+                    '--json', str(out_json))
+    _assert_ok(proc)
+    rows = {r['model']: r for r in json.loads(out_json.read_text())}
+    assert set(rows) == {'dat-t', 'dat++-t', 'swin-t', 'r50'}
+    for name, row in rows.items():
+        assert row['infer_s'] > 0 and row['train_step_s'] > 0, name
+        assert row['infer_peak_mib'] >= 0, name  # NaN where the peak cannot be measured
+    assert rows['swin-t']['infer_ratio'] == 1.0
+    assert re.search(r'\| DAT\+\+-T \(dat_det\) \| [\d.]+ s \| [\d.]+ GiB \| [\d.]+ s \|',
+                     proc.stdout)
+
+
 def test_detector_benchmark_trains_a_mask_config():
     """Mask heads need ground-truth masks in the random batch (and labels below the head's
     class count)."""

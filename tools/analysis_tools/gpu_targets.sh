@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU speed targets of the op, the DAT backbone and Deformable DETR, measured in one go
+# The GPU speed targets of the op, the DAT backbones and Deformable DETR, measured in one go
 # on one CUDA device, each against its peer in the same run. Writes OUT_DIR/*.json|log.
 #
 #   bash tools/analysis_tools/gpu_targets.sh [OUT_DIR]      # default work_dirs/gpu_targets
@@ -30,20 +30,27 @@ else
     echo "[gpu-targets] warning: mmcv is missing or built without CUDA ops; no mmcv peer" >&2
 fi
 
-echo "[gpu-targets] 1/3 op: encoder and decoder shapes, fp32 and bf16 (target: fwd+bwd at the"
+echo "[gpu-targets] 1/4 op: encoder and decoder shapes, fp32 and bf16 (target: fwd+bwd at the"
 echo "              encoder shape >= 3x mmcv in fp32, >= 4x in bf16; fwd <= 0.25 ms)"
 for dtype in float32 bfloat16; do
     "$PY" tools/analysis_tools/benchmark_msda.py --device cuda --dtype "$dtype" \
         --json "$OUT_DIR/msda_$dtype.json" | tee "$OUT_DIR/msda_$dtype.log"
 done
 
-echo "[gpu-targets] 2/3 DAT-T training step, 800x1333, batch 2 (target: >= 1.5x faster,"
+echo "[gpu-targets] 2/4 DAT-T training step, 800x1333, batch 2 (target: >= 1.5x faster,"
 echo "              >= 2x lower peak memory than the official formulation)"
 "$PY" tools/analysis_tools/benchmark_backbone.py --arch dat-t --device cuda \
     --sizes 800x1333 --batch 2 --json "$OUT_DIR/backbone_dat-t.json" \
     | tee "$OUT_DIR/backbone_dat-t.log"
 
-echo "[gpu-targets] 3/3 Deformable DETR R50 training iteration, 800x1333, batch 2"
+echo "[gpu-targets] 3/4 DAT-T and DAT++-T against timm's Swin-T and mmdet's ResNet-50, batch 1:"
+echo "              inference 800x1333 and its peak memory, training step 512x512 (target:"
+echo "              DAT-T and DAT++-T within 1.5x of Swin-T's times, 2x of its memory)"
+"$PY" tools/analysis_tools/benchmark_backbone.py --peers --device cuda \
+    --profile-dir "$OUT_DIR/backbone_peers_profiles" --json "$OUT_DIR/backbone_peers.json" \
+    | tee "$OUT_DIR/backbone_peers.log"
+
+echo "[gpu-targets] 4/4 Deformable DETR R50 training iteration, 800x1333, batch 2"
 echo "              (target: >= 1.5x faster than mmdet's DeformableDETR on mmcv's CUDA op)"
 if [[ $has_mmcv_cuda == 1 ]]; then
     "$PY" tools/analysis_tools/benchmark.py \

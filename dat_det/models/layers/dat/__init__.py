@@ -7,7 +7,11 @@ from .deformable_attention import (
     query_grid,
 )
 from .mlp import TransformerMLP, TransformerMLPWithConv, TransformerMLPWithConvV1
-from .neighborhood_attention import NeighborhoodAttention2D, neighborhood_attention_2d
+from .neighborhood_attention import (
+    NeighborhoodAttention2D,
+    neighborhood_attention_2d,
+    neighborhood_attention_2d_tiled,
+)
 from .norm import LayerNorm2d
 from .padding import PadToMultiple, pad_to_multiple
 from .presets import DAT_ARCH_SETTINGS, DAT_PRETRAIN_DROP_PATH, resolve_arch
@@ -23,5 +27,5 @@ __all__ = [
     'DropPath', 'LayerNorm2d', 'LayerScale', 'LocalAttention', 'LocalPerceptionUnit',
     'NeighborhoodAttention2D', 'PadToMultiple', 'ShiftWindowAttention', 'TransformerMLP',
     'TransformerMLPWithConv', 'TransformerStage', 'Trunk', 'build_trunk', 'key_reference_points',
-    'neighborhood_attention_2d', 'query_grid', 'resolve_arch',
+    'neighborhood_attention_2d', 'neighborhood_attention_2d_tiled', 'query_grid', 'resolve_arch',
 ]

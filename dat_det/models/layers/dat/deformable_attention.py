@@ -109,7 +109,9 @@ class DeformableAttention(nn.Module):
     keys and values are projected from the input sampled there, then attended to by all
     queries, optionally with a relative position bias. Parameter names follow the official
     ``DAttentionBaseline``; the attention itself runs through
-    ``F.scaled_dot_product_attention`` with the bias (if any) as an additive mask.
+    ``F.scaled_dot_product_attention`` with the bias (if any) as an additive mask; without
+    autograd the bias is built and used for ``bias_chunk_elements`` values at a time
+    (chunks of queries), never for all ``(B, heads, HW, Ns)`` at once.
 
     Args:
         dim: channels C.
@@ -132,6 +134,10 @@ class DeformableAttention(nn.Module):
             offset range (see ``FORMULATIONS``), and the offset conv is always padded by
             ``ksize // 2`` in 'v1' (unpadded when ``ksize == stride`` in 'v2').
     """
+
+    # Bias values built at a time without autograd (16 MiB in float32): small enough to stay
+    # in cache-friendly chunks, large enough that the per-chunk overhead does not show.
+    bias_chunk_elements = 1 << 22
 
     def __init__(self, dim: int, num_heads: int, groups: int, q_size: Tuple[int, int],
                  stride: int = 1, offset_range_factor: float = -1, use_pe: bool = True,
@@ -224,10 +230,14 @@ class DeformableAttention(nn.Module):
         return F.grid_sample(x.reshape(b * self.n_groups, self.n_group_channels, h, w),
                              pos.flip(-1), mode='bilinear', align_corners=True)
 
-    def position_bias(self, pos: torch.Tensor, h: int, w: int) -> Optional[torch.Tensor]:
-        """Additive attention bias (B, heads, H*W, Ns), or None (no bias / dwc_pe)."""
+    def position_bias(self, pos: torch.Tensor, h: int, w: int, start: int = 0,
+                      stop: Optional[int] = None) -> Optional[torch.Tensor]:
+        """Additive attention bias of the queries ``start:stop`` (row-major over the ``h x w``
+        query map): ``(B, heads, stop - start, Ns)`` (``(1, ...)`` for ``fixed_pe``), or None
+        (no bias / ``dwc_pe``)."""
         if self.rpe_table is None or self.dwc_pe:
             return None
+        stop = h * w if stop is None else stop
         bg, hk, wk, _ = pos.shape
         b = bg // self.n_groups
         n_sample = hk * wk
@@ -236,24 +246,85 @@ class DeformableAttention(nn.Module):
                 raise ValueError(
                     f'fixed_pe was built for {self.q_h}x{self.q_w} queries and '
                     f'{self.kv_h}x{self.kv_w} keys, got {h}x{w} and {hk}x{wk}')
-            return self.rpe_table.unsqueeze(0)
-        q_grid = query_grid(h, w, pos.dtype, pos.device, self.formulation)
-        q_grid = q_grid.reshape(1, h * w, 1, 2)
-        displacement = q_grid - pos.reshape(bg, 1, n_sample, 2)  # (B*g, HW, Ns, 2)
+            return self.rpe_table[:, start:stop].unsqueeze(0)
+        q_grid = query_grid(h, w, pos.dtype, pos.device, self.formulation).reshape(-1, 2)
+        if start or stop != h * w:
+            q_grid = q_grid[start:stop]
+        n_query = q_grid.shape[0]
         if self.log_cpb:
+            displacement = q_grid.view(1, n_query, 1, 2) - pos.reshape(bg, 1, n_sample, 2)
             displacement = displacement * 4.0
             displacement = torch.sign(displacement) * torch.log2(displacement.abs() + 1.0) \
                 / math.log2(8.0)
-            bias = self.rpe_table(displacement)  # (B*g, HW, Ns, hg)
-            bias = bias.view(b, self.n_groups, h * w, n_sample, self.heads_per_group)
-            return bias.permute(0, 1, 4, 2, 3).reshape(b, self.num_heads, h * w, n_sample)
+            bias = self.rpe_table(displacement)  # (B*g, Q, Ns, hg)
+            bias = bias.view(b, self.n_groups, n_query, n_sample, self.heads_per_group)
+            return bias.permute(0, 1, 4, 2, 3).reshape(b, self.num_heads, n_query, n_sample)
         table = self.rpe_table.view(1, self.n_groups, self.heads_per_group,
                                     *self.rpe_table.shape[-2:])
         table = table.expand(b, -1, -1, -1, -1).reshape(bg, self.heads_per_group,
                                                          *self.rpe_table.shape[-2:])
-        bias = F.grid_sample(table, (displacement * 0.5).flip(-1), mode='bilinear',
-                             align_corners=True)  # (B*g, hg, HW, Ns)
-        return bias.view(b, self.num_heads, h * w, n_sample)
+        # Half the (x, y) displacement query - key, the table's grid_sample coordinate, built
+        # in one broadcast add of complex numbers x + iy (a pair-wise broadcast of a last dim
+        # of 2 would not vectorise). Halving and negating before adding are exact in binary
+        # floating point, so this equals ((q - p) / 2) bit for bit; adding (not subtracting)
+        # spares the backward pass a negation of the full-size gradient.
+        q_half, p_half = q_grid.flip(-1) * 0.5, (pos.flip(-1) * -0.5).reshape(bg, n_sample, 2)
+        if torch.jit.is_tracing():  # ONNX has no complex numbers
+            grid = q_half.view(1, n_query, 1, 2) + p_half.view(bg, 1, n_sample, 2)
+        else:
+            grid = torch.view_as_real(torch.view_as_complex(q_half.contiguous()).view(
+                1, n_query, 1) + torch.view_as_complex(p_half).view(bg, 1, n_sample))
+        bias = F.grid_sample(table, grid, mode='bilinear', align_corners=True)  # (B*g, hg, Q, Ns)
+        return bias.view(b, self.num_heads, n_query, n_sample)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                h: int, w: int) -> torch.Tensor:
+        """Attention of all queries over the sampled keys with the position bias.
+
+        Args:
+            q: (B, heads, HW, hc); k, v: (B, heads, Ns, hc); pos: (B*g, Hk, Wk, 2).
+
+        Returns:
+            (B, heads, HW, hc)
+        """
+        drop = self.attn_drop if self.training else 0.0
+        needs_bias = self.rpe_table is not None and not self.dwc_pe
+        params = self.rpe_table.parameters() if isinstance(self.rpe_table, nn.Module) \
+            else [self.rpe_table]
+        grad = torch.is_grad_enabled() and needs_bias and any(
+            t.requires_grad for t in (q, k, v, pos, *params))
+        if not needs_bias:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        if torch.jit.is_tracing():
+            # one SDPA node over the full bias: a trace would freeze the chunk loop to the
+            # traced size (ONNX export), and FLOP counters see the attention as one op
+            bias = self.position_bias(pos, h, w)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                                  dropout_p=drop, scale=self.scale)
+        if grad:
+            # Autograd keeps the bias of every query for the backward pass anyway, so it is
+            # built in full, and added to the logits inside the batched GEMM (SDPA would run
+            # its unfused path for a mask that needs a gradient, with extra passes).
+            b, heads, n_query, hc = q.shape
+            n_sample = k.shape[2]
+            bias = self.position_bias(pos, h, w).to(q.dtype).expand(b, -1, -1, -1)
+            logits = torch.baddbmm(bias.reshape(b * heads, n_query, n_sample),
+                                   q.reshape(b * heads, n_query, hc),
+                                   k.reshape(b * heads, n_sample, hc).transpose(1, 2),
+                                   alpha=self.scale)
+            attn = F.dropout(logits.softmax(dim=-1), p=drop, training=drop > 0)
+            return torch.bmm(attn, v.reshape(b * heads, n_sample, hc)).view(q.shape)
+        # Without autograd, the bias of a chunk of queries is built, used by the fused SDPA
+        # kernel and dropped: peak memory O(chunk * Ns) instead of O(HW * Ns).
+        n_query, n_sample = h * w, k.shape[2]
+        chunk = max(1, self.bias_chunk_elements // (q.shape[0] * self.num_heads * n_sample))
+        out = torch.empty_like(q)
+        for start in range(0, n_query, chunk):
+            stop = min(start + chunk, n_query)
+            bias = self.position_bias(pos, h, w, start, stop).to(q.dtype)
+            out[:, :, start:stop] = F.scaled_dot_product_attention(
+                q[:, :, start:stop], k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
+        return out
 
     def forward(self, x: torch.Tensor):
         """(B, C, H, W) -> (out (B, C, H, W), pos (B, g, Hk, Wk, 2), ref (B, g, Hk, Wk, 2))."""
@@ -264,13 +335,13 @@ class DeformableAttention(nn.Module):
         n_sample = hk * wk
         sampled = self._sample_keys(x, pos).reshape(b, c, 1, n_sample)
         heads, hc = self.num_heads, self.head_dim
-        k = self.proj_k(sampled).view(b, heads, hc, n_sample).transpose(2, 3)
-        v = self.proj_v(sampled).view(b, heads, hc, n_sample).transpose(2, 3)
-        q_heads = q.view(b, heads, hc, h * w).transpose(2, 3)  # (B, heads, HW, hc)
-        bias = self.position_bias(pos, h, w)
-        out = F.scaled_dot_product_attention(
-            q_heads, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
-            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+
+        def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, C, ...) -> (B, heads, N, hc)
+            # contiguous head channels: the fused SDPA kernels need a unit last stride
+            return t.reshape(b, heads, hc, -1).transpose(2, 3).contiguous()
+
+        out = self._attend(split_heads(q), split_heads(self.proj_k(sampled)),
+                           split_heads(self.proj_v(sampled)), pos, h, w)
         out = out.transpose(2, 3).reshape(b, c, h, w)
         if self.rpe_table is not None and self.dwc_pe:
             out = out + self.rpe_table(q)

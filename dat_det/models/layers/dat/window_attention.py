@@ -81,12 +81,16 @@ class LocalAttention(nn.Module):
         n_win, n = windows.shape[1], windows.shape[2]
         qkv = self.proj_qkv(windows).view(b, n_win, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # (B, nW, heads, N, hd)
-        bias = self.relative_position_bias()  # (heads, N, N), broadcast over B and windows
+        bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
             bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype),
-            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        bias = bias.to(q.dtype)
+        drop = self.attn_drop if self.training else 0.0
+        # One 4-D call per image, windows as the batch: the fused CPU kernel takes only 4-D
+        # inputs (5-D ones run the unfused path, which materialises the logits).
+        out = torch.stack([F.scaled_dot_product_attention(q[i], k[i], v[i], attn_mask=bias,
+                                                          dropout_p=drop, scale=self.scale)
+                           for i in range(b)])  # (B, nW, heads, N, hd)
         out = out.transpose(2, 3).reshape(b, n_win, n, c)
         out = self.proj_drop(self.proj_out(out))
         return windows_merge(out, self.window_size, (h, w))
