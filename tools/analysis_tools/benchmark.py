@@ -3,13 +3,15 @@
 Usage:
     python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT] [--img-size 512 512]
         [--batch-size 1] [--iters 20] [--warmup 5] [--train] [--compare]
-        [--device cpu|cuda] [--threads N] [--backend BACKEND]
+        [--device cpu|cuda] [--threads N] [--backend BACKEND] [--compile]
 
 Inputs are random images of ``--img-size``; without CHECKPOINT the weights are random (speed
 does not depend on them, and nothing is downloaded). ``--train`` also times a full training
 iteration (forward, loss, backward, clipped AdamW step) on random boxes. ``--compare`` builds
 mmdet's ``DeformableDETR`` from the same config, loads the same weights (converted) and
-reports both, their output difference and the speed ratio.
+reports both, their output difference and the speed ratio. ``--compile`` times the model
+eager and under ``torch.compile`` (the same module, so the same weights) in one run, interleaved,
+and reports the speed-up of the compiled one; the first warm-up call compiles.
 """
 import argparse
 import copy
@@ -47,6 +49,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--backend', default=None,
                         help="backend of dat_det's deformable attention op")
+    parser.add_argument('--compile', action='store_true',
+                        help='also time the model under torch.compile (speed-up vs eager)')
+    parser.add_argument('--compile-mode', default=None,
+                        help='mode of torch.compile, e.g. max-autotune-no-cudagraphs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -232,6 +238,11 @@ def main() -> None:
           f'input {args.batch_size}x3x{args.img_size[0]}x{args.img_size[1]} on {args.device}, '
           f'{torch.get_num_threads()} CPU threads')
     models, names = [model], [cfg.model.type]
+    if args.compare and args.compile:
+        raise SystemExit('--compare and --compile are exclusive: run them separately')
+    if args.compile:
+        models.append(torch.compile(model, mode=args.compile_mode))
+        names.append(f'{cfg.model.type} (torch.compile)')
     if args.compare:
         from dat_det.models.layers.deformable_detr import to_mmdet
         mmdet_cfg = copy.deepcopy(cfg.model)
@@ -245,15 +256,21 @@ def main() -> None:
     for name, result in zip(names, results):
         report(name, result, args.batch_size)
     if args.compare:
-        ours, theirs = results
-        print(f'max |ours - mmdet| over scores and boxes: '
-              f'{max_output_diff(ours["outputs"], theirs["outputs"]):.2e}')
-        for key in ('inference', 'train'):
-            if key in ours:
-                median = theirs[key]['median'] / ours[key]['median']
-                best = theirs[key]['min'] / ours[key]['min']
-                print(f'speed-up of ours over mmdet, {key}: {median:.2f}x (medians), '
-                      f'{best:.2f}x (minima)')
+        print_speedup(results[0], results[1], 'ours', 'mmdet')
+    if args.compile:
+        print_speedup(results[1], results[0], 'compiled', 'eager')
+
+
+def print_speedup(ours: Dict, theirs: Dict, our_name: str, their_name: str) -> None:
+    """Output difference and speed ratios (medians and minima) of two result dicts."""
+    print(f'max |{our_name} - {their_name}| over scores and boxes: '
+          f'{max_output_diff(ours["outputs"], theirs["outputs"]):.2e}')
+    for key in ('inference', 'train'):
+        if key in ours:
+            median = theirs[key]['median'] / ours[key]['median']
+            best = theirs[key]['min'] / ours[key]['min']
+            print(f'speed-up of {our_name} over {their_name}, {key}: {median:.2f}x (medians), '
+                  f'{best:.2f}x (minima)')
 
 
 if __name__ == '__main__':
