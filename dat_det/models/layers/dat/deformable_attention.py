@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..probe import Probe
 from .norm import LayerNorm2d
 
 
@@ -76,6 +77,7 @@ class DeformableAttention(nn.Module):
                  no_off: bool = False, ksize: int = 3, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
         super().__init__()
+        self.sampling_probe = Probe()  # identity; see forward
         if dim % heads != 0:
             raise ValueError(f'dim {dim} is not divisible by heads {heads}')
         if groups < 1 or heads % groups != 0:
@@ -199,6 +201,8 @@ class DeformableAttention(nn.Module):
         b, c, h, w = x.shape
         q = self.proj_q(x)
         pos, reference = self.sampling_positions(q)
+        # extension point: hooks on sampling_probe see pos (B*g, Hk, Wk, 2), reference
+        pos, reference = self.sampling_probe(pos, reference)
         hk, wk = pos.shape[1:3]
         n_sample = hk * wk
         sampled = self._sample_keys(x, pos).reshape(b, c, 1, n_sample)

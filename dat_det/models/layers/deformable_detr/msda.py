@@ -7,6 +7,8 @@ from torch import Tensor, nn
 
 from dat_det.ops import SpatialShapes, multi_scale_deformable_attn
 
+from ..probe import Probe
+
 
 class MultiScaleDeformableAttention(nn.Module):
     """Multi-scale deformable attention (Zhu et al., ICLR 2021) on the ``dat_det.ops`` op.
@@ -14,6 +16,12 @@ class MultiScaleDeformableAttention(nn.Module):
     Every query samples ``num_points`` locations per head and level around its reference
     point and sums them with softmax weights. The module returns the attention output only;
     residual, dropout and normalization belong to the enclosing layer.
+
+    Extension point: ``sampling_probe`` (a :class:`~dat_det.models.layers.probe.Probe`) is
+    called on ``(sampling_locations (B, Lq, heads, levels, points, 2), attention_weights
+    (B, Lq, heads, levels, points))`` right before the op, which receives what it returns;
+    a forward hook on it records exactly what the op uses (see
+    :func:`dat_det.visualization.record_msda`).
 
     Args:
         embed_dims: Channels of queries and values.
@@ -52,6 +60,7 @@ class MultiScaleDeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dims, value_dims)
         self.output_proj = nn.Linear(value_dims, embed_dims)
+        self.sampling_probe = Probe()
         self.init_weights()
 
     @torch.no_grad()
@@ -122,6 +131,7 @@ class MultiScaleDeformableAttention(nn.Module):
             locations = (reference_points[:, :, None, :, None, :2]
                          + offsets / points * reference_points[:, :, None, :, None, 2:] * 0.5)
 
+        locations, weights = self.sampling_probe(locations, weights)
         output = multi_scale_deformable_attn(value, spatial_shapes, level_start_index,
                                              locations, weights, backend=self.backend)
         return self.output_proj(output)
