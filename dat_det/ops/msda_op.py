@@ -41,6 +41,7 @@ Precision: computation runs in float32 (float64 when any input is float64) whate
 dtypes, also under autocast; the output has the dtype of ``value`` (float64 in the float64
 case), and gradients flow back in each input's own dtype.
 """
+import contextlib
 import os
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -292,7 +293,10 @@ _msda_op.register_autograd(_backward, setup_context=_setup_context)
 def _direct_triton_launch():
     """Eager calls launch the kernels directly, not through the ``wrap_triton`` higher-order
     op (which is only needed while tracing and costs about a millisecond per call)."""
-    from torch._library.triton import set_wrap_triton_enabled
+    try:
+        from torch._library.triton import set_wrap_triton_enabled
+    except ImportError:  # pragma: no cover - private helper of recent torch
+        return contextlib.nullcontext()
     return set_wrap_triton_enabled(False)
 
 

@@ -70,7 +70,7 @@ def test_tool_draws_dat_keys_and_ddetr_points(tmp_path, tiny_model, tiny_shapes_
 def test_pictures_plot_points_inside_the_image(tiny_model, tiny_shapes_root):
     import mmcv
 
-    from dat_det.analysis.inputs import load_detector, prepare_image
+    from dat_det.apis import load_detector, prepare_image
     from dat_det.visualization import deformable_pictures
 
     config, checkpoint = tiny_model

@@ -23,13 +23,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
-from mmdet.structures.mask import BitmapMasks
 from mmdet.utils import register_all_modules
 from mmengine.config import Config, DictAction
 from mmengine.runner import load_checkpoint
-from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar, import_modules_from_strings
 
+from dat_det.analysis.inputs import random_batch
 from dat_det.utils.memory import peak_rss_growth_mib
 
 
@@ -55,32 +54,6 @@ def parse_args() -> argparse.Namespace:
                         help='mode of torch.compile, e.g. max-autotune-no-cudagraphs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
-
-
-def make_batch(size: List[int], batch_size: int, num_classes: int, with_masks: bool = False,
-               num_boxes: int = 5, seed: int = 0) -> Dict:
-    """Random uint8 images and data samples (with random boxes, labels below
-    ``num_classes`` and, if asked, box-filling masks) as a dataloader yields."""
-    gen = torch.Generator().manual_seed(seed)
-    height, width = size
-    inputs, samples = [], []
-    for _ in range(batch_size):
-        inputs.append(torch.randint(0, 256, (3, height, width), generator=gen,
-                                    dtype=torch.uint8))
-        sample = DetDataSample(metainfo=dict(img_shape=(height, width),
-                                             ori_shape=(height, width),
-                                             scale_factor=(1.0, 1.0)))
-        xy = torch.rand(num_boxes, 2, generator=gen) * torch.tensor([width, height]) * 0.6
-        wh = (torch.rand(num_boxes, 2, generator=gen) * 0.3 + 0.05) * torch.tensor(
-            [width, height])
-        boxes = torch.cat([xy, xy + wh], 1)
-        sample.gt_instances = InstanceData(bboxes=boxes,
-                                           labels=torch.randint(0, num_classes, (num_boxes, ),
-                                                                generator=gen))
-        if with_masks:
-            sample.gt_instances.masks = box_masks(boxes, height, width)
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
 
 
 def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
@@ -120,15 +93,6 @@ def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
         peaks = [peak_rss_growth_mib(fn)[1] for fn in fns]
     return [dict(median=statistics.median(t), min=min(t), mean=statistics.mean(t), peak_mib=p)
             for t, p in zip(times, peaks)]
-
-
-def box_masks(boxes: torch.Tensor, height: int, width: int) -> BitmapMasks:
-    """Instance masks that fill their ``(n, 4)`` xyxy boxes."""
-    ys = torch.arange(height).view(1, height, 1) + 0.5
-    xs = torch.arange(width).view(1, 1, width) + 0.5
-    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
-    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-    return BitmapMasks(inside.numpy().astype('uint8'), height, width)
 
 
 def num_classes(model: torch.nn.Module) -> int:
@@ -173,7 +137,8 @@ def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
 def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace) -> List[Dict]:
     """Inference (and training) timings of ``models`` on the same random batch."""
     with_masks = getattr(models[0], 'with_mask', False)
-    batch = make_batch(args.img_size, args.batch_size, num_classes(models[0]), with_masks)
+    batch = random_batch(args.img_size, args.batch_size, num_classes(models[0]), num_boxes=5,
+                         with_masks=with_masks)
     results: List[Dict] = [{} for _ in models]
     for model in models:
         model.eval()
@@ -244,7 +209,7 @@ def main() -> None:
         models.append(torch.compile(model, mode=args.compile_mode))
         names.append(f'{cfg.model.type} (torch.compile)')
     if args.compare:
-        from dat_det.models.layers.deformable_detr import to_mmdet
+        from dat_det.models.checkpoint import to_mmdet
         mmdet_cfg = copy.deepcopy(cfg.model)
         mmdet_cfg.type = 'DeformableDETR'
         mmdet_cfg.pop('msda_backend', None)

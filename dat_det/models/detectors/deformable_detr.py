@@ -32,7 +32,7 @@ class MSDADeformableDETR(DeformableDETR):
     and GIoU losses), the loss/predict flow and the config schema are mmdet's; the
     transformer runs on :func:`dat_det.ops.multi_scale_deformable_attn`. Weights convert
     to and from mmdet's ``DeformableDETR`` with
-    :func:`dat_det.models.layers.deformable_detr.from_mmdet` / ``to_mmdet``.
+    :func:`dat_det.models.checkpoint.from_mmdet` / ``to_mmdet``.
 
     One deliberate difference: with ``as_two_stage``, the top-k proposals are chosen among
     valid positions only, never on padding (mmdet ranks padded positions too).
