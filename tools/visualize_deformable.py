@@ -22,7 +22,7 @@ import os.path as osp
 import mmcv
 from mmengine.config import DictAction
 
-from dat_det.analysis.inputs import load_detector, prepare_image
+from dat_det.apis import load_detector, prepare_image
 from dat_det.utils.errors import UserInputError, exit_on_user_error
 from dat_det.visualization import deformable_pictures
 

@@ -1,20 +1,13 @@
 """Parameters, FLOPs and activations of a model with mmengine's jit analysis."""
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Tuple
 
 from mmengine.analysis import ActivationAnalyzer, FlopAnalyzer, parameter_count
 from mmengine.analysis.print_helper import complexity_stats_table
 from torch import nn
 
-from dat_det.models.layers.deformable_detr import MultiScaleDeformableAttention
-
 from .flop_handles import DAT_DET_OP_HANDLES
-
-# backend whose trace is one node per op call (the grid_sample reference traces into one
-# grid_sample per level plus element-wise ops that the counters skip)
-SINGLE_NODE_MSDA_BACKEND = 'cpu'
 
 
 @dataclass
@@ -27,20 +20,6 @@ class ComplexityReport:
     by_operator: Dict[str, int]
     unsupported_ops: Dict[str, int]
     table: str
-
-
-@contextmanager
-def msda_as_single_op(model: nn.Module) -> Iterator[None]:
-    """Make every :class:`MultiScaleDeformableAttention` of ``model`` trace as one node."""
-    modules = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
-    saved = [m.backend for m in modules]
-    for m in modules:
-        m.backend = SINGLE_NODE_MSDA_BACKEND
-    try:
-        yield
-    finally:
-        for m, backend in zip(modules, saved):
-            m.backend = backend
 
 
 def flop_analyzer(model: nn.Module, inputs: Tuple[Any, ...]) -> FlopAnalyzer:
@@ -58,17 +37,16 @@ def analyze_complexity(model: nn.Module, inputs: Tuple[Any, ...],
         inputs: positional inputs of ``forward``.
         max_depth: depth of the per-module table.
     """
-    with msda_as_single_op(model):
-        flops = flop_analyzer(model, inputs)
-        activations = ActivationAnalyzer(model, inputs).unsupported_ops_warnings(False) \
-            .uncalled_modules_warnings(False)
-        total = flops.total()
-        table = complexity_stats_table(flops=flops, activations=activations,
-                                       max_depth=max_depth, show_param_shapes=False)
-        return ComplexityReport(
-            flops=total, activations=activations.total(), params=parameter_count(model)[''],
-            by_operator=dict(flops.by_operator()), unsupported_ops=dict(flops.unsupported_ops()),
-            table=table)
+    flops = flop_analyzer(model, inputs)
+    activations = ActivationAnalyzer(model, inputs).unsupported_ops_warnings(False) \
+        .uncalled_modules_warnings(False)
+    total = flops.total()
+    table = complexity_stats_table(flops=flops, activations=activations,
+                                   max_depth=max_depth, show_param_shapes=False)
+    return ComplexityReport(
+        flops=total, activations=activations.total(), params=parameter_count(model)[''],
+        by_operator=dict(flops.by_operator()), unsupported_ops=dict(flops.unsupported_ops()),
+        table=table)
 
 
 def detector_complexity(model: nn.Module, inputs: Any, data_samples: Any,

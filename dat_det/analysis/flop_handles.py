@@ -5,9 +5,9 @@ ops (softmax, bias adds) count zero.
 
 - Multi-scale deformable attention: every sample ``(b, q, head, level, point)`` bilinearly
   interpolates ``C`` channels (4 multiply-adds each) and adds them with its attention weight
-  (1 more), so the op costs ``5 * B * Lq * heads * C * levels * points``. Traced, the op is a
-  single ``prim::PythonOp`` (the gather and Triton backends, mmcv's CUDA op) that the default
-  counters skip.
+  (1 more), so the op costs ``5 * B * Lq * heads * C * levels * points``. Traced, the op is
+  one node of its registered name (``dat_det::multi_scale_deformable_attn``, whatever the
+  backend) or, for mmcv's CUDA op, a ``prim::PythonOp``; the default counters skip both.
 - ``aten::scaled_dot_product_attention`` (DAT's deformable, window attention): ``Q K^T`` and
   ``A V`` cost ``B * heads * Lq * Lk * (E + Ev)``; the default counters skip it.
 """
@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 from mmengine.analysis.jit_handles import get_shape
 
-from dat_det.ops.msda_cpu import MSDAGatherFunction
+from dat_det.ops import OP_NAME as MSDA_OP_NAME
 
 Handle = Callable[[List[Any], List[Any]], Any]
 
@@ -68,8 +68,7 @@ def _python_op(name: str) -> str:
 
 
 DAT_DET_OP_HANDLES: Dict[str, Handle] = {
-    _python_op(MSDAGatherFunction.__name__): msda_flop_jit,
-    _python_op('MSDATritonFunction'): msda_flop_jit,
+    MSDA_OP_NAME: msda_flop_jit,
     # mmcv's op on CUDA, for comparisons with mmdet's DeformableDETR
     _python_op('MultiScaleDeformableAttnFunction'): msda_flop_jit,
     'aten::scaled_dot_product_attention': sdpa_flop_jit,

@@ -1,19 +1,52 @@
-"""Detector inputs: random images, dataloader batches, image files through the test pipeline."""
-import os.path as osp
-from typing import Any, Dict, Iterator, Optional, Tuple
+"""Detector inputs for the analysis tools: random batches and dataloader batches (model loading
+and image files: :mod:`dat_det.apis`)."""
+from typing import Any, Dict, Iterator, Sequence
 
 import torch
 from mmdet.structures import DetDataSample
-from torch import nn
+from mmdet.structures.mask import BitmapMasks
+from mmengine.structures import InstanceData
+
+
+def random_batch(size: Sequence[int], batch_size: int = 1, num_classes: int = 1,
+                 num_boxes: int = 0, with_masks: bool = False, seed: int = 0) -> Dict[str, Any]:
+    """Random uint8 images ``(3, H, W)`` and data samples, as a dataloader yields; with
+    ``num_boxes`` random ground-truth boxes, labels below ``num_classes`` and, if asked,
+    box-filling masks (what a training step needs)."""
+    gen = torch.Generator().manual_seed(seed)
+    height, width = size
+    inputs, samples = [], []
+    for index in range(batch_size):
+        inputs.append(torch.randint(0, 256, (3, height, width), generator=gen,
+                                    dtype=torch.uint8))
+        sample = DetDataSample(metainfo=dict(img_shape=(height, width),
+                                             ori_shape=(height, width),
+                                             scale_factor=(1.0, 1.0), img_id=index))
+        if num_boxes:
+            xy = torch.rand(num_boxes, 2, generator=gen) * torch.tensor([width, height]) * 0.6
+            wh = (torch.rand(num_boxes, 2, generator=gen) * 0.3 + 0.05) * torch.tensor(
+                [width, height])
+            boxes = torch.cat([xy, xy + wh], 1)
+            sample.gt_instances = InstanceData(
+                bboxes=boxes, labels=torch.randint(0, num_classes, (num_boxes, ), generator=gen))
+            if with_masks:
+                sample.gt_instances.masks = box_masks(boxes, height, width)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
 
 
 def random_image_batch(height: int, width: int, seed: int = 0) -> Dict[str, Any]:
     """One random uint8 image ``(3, H, W)`` and its data sample, as a dataloader yields."""
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, height, width), generator=gen, dtype=torch.uint8)
-    sample = DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
-                                         scale_factor=(1.0, 1.0), img_id=0))
-    return dict(inputs=[image], data_samples=[sample])
+    return random_batch((height, width), seed=seed)
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> BitmapMasks:
+    """Instance masks that fill their ``(n, 4)`` xyxy boxes."""
+    ys = torch.arange(height).view(1, height, 1) + 0.5
+    xs = torch.arange(width).view(1, 1, width) + 0.5
+    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    return BitmapMasks(inside.numpy().astype('uint8'), height, width)
 
 
 def dataloader_batches(dataloader: Any, num: int) -> Iterator[Dict[str, Any]]:
@@ -22,56 +55,3 @@ def dataloader_batches(dataloader: Any, num: int) -> Iterator[Dict[str, Any]]:
         if index == num:
             return
         yield batch
-
-
-@torch.no_grad()
-def preprocess(model: nn.Module, data_batch: Dict[str, Any]
-               ) -> Tuple[torch.Tensor, Optional[list]]:
-    """The detector's own preprocessing: ``(B, 3, H, W)`` inputs and their data samples."""
-    data = model.data_preprocessor(data_batch, training=False)
-    return data['inputs'], data['data_samples']
-
-
-def load_detector(config: str, checkpoint: Optional[str], cfg_options: Optional[dict] = None,
-                  device: str = 'cpu') -> Tuple[nn.Module, Any]:
-    """Build the config's detector in eval mode and load ``checkpoint`` (random if None).
-
-    Raises:
-        UserInputError: the config or checkpoint file is missing.
-    """
-    from mmdet.apis import init_detector
-
-    from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
-    from dat_det.utils.config import load_config
-    from dat_det.utils.errors import UserInputError
-
-    cfg = load_config(config, cfg_options)
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        raise UserInputError(f'checkpoint not found: {checkpoint}')
-    allow_mmengine_checkpoints()
-    model = init_detector(cfg, checkpoint, device=device)
-    return model.eval(), cfg
-
-
-@torch.no_grad()
-def prepare_image(model: nn.Module, cfg: Any, image_path: str
-                  ) -> Tuple[torch.Tensor, list]:
-    """One image file through the config's test pipeline (annotations skipped) and the model's
-    preprocessor: ``(1, 3, H, W)`` inputs and the data sample.
-
-    Raises:
-        UserInputError: the image is missing or unreadable.
-    """
-    from mmengine.dataset import Compose, pseudo_collate
-
-    from dat_det.utils.errors import UserInputError
-
-    if not osp.isfile(image_path):
-        raise UserInputError(f'image not found: {image_path}')
-    transforms = [t for t in cfg.test_dataloader.dataset.pipeline
-                  if t['type'] != 'LoadAnnotations']
-    try:
-        data = Compose(transforms)(dict(img_path=image_path, img_id=0))
-    except Exception as err:  # noqa: BLE001 - mmcv raises various errors on bad files
-        raise UserInputError(f'cannot read image {image_path}: {err}') from err
-    return preprocess(model, pseudo_collate([data]))

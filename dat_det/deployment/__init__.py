@@ -4,7 +4,7 @@ from .deformable_detr_onnx import (
     detector_outputs,
 )
 from .onnx_check import compare_with_onnxruntime, export_onnx
-from .traceable import msda_on_traced_sizes, traceable_backbones
+from .traceable import traceable_backbones
 
-__all__ = ['DeformableDETRForExport', 'detector_outputs', 'msda_on_traced_sizes',
+__all__ = ['DeformableDETRForExport', 'detector_outputs',
            'traceable_backbones', 'export_onnx', 'compare_with_onnxruntime']

@@ -4,9 +4,10 @@ The detector's own forward builds ``spatial_shapes`` with ``torch.tensor`` and r
 sizes with ``.tolist()``: a trace records them as constants, so an exported graph would only
 run at the traced size. :class:`DeformableDETRForExport` runs the same modules (backbone,
 neck, encoder and decoder layers, head) for one unpadded image, but derives the level sizes
-from the traced feature shapes and routes the deformable attention through the exact
-``grid_sample`` path of the op (:func:`dat_det.ops.msda_pytorch.msda_pytorch`) with those
-sizes. ONNX has ``GridSample`` from opset 16.
+from the traced feature shapes (``spatial_shapes`` is a traced tensor of them). The op's own
+export path (:func:`dat_det.ops.multi_scale_deformable_attn` during ``torch.onnx.export``)
+then samples with the exact ``grid_sample`` reference on those traced sizes. ONNX has
+``GridSample`` from opset 16.
 """
 from typing import Tuple
 
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from dat_det.models.layers.deformable_detr import level_start_index
 
-from .traceable import LevelSizes, msda_on_traced_sizes, proposals_on_traced_sizes
+from .traceable import LevelSizes, proposals_on_traced_sizes
 
 
 def encoder_reference_points(level_sizes: LevelSizes, device: torch.device) -> Tensor:
@@ -57,7 +58,7 @@ class DeformableDETRForExport(nn.Module):
             pos.append(level_pos + det.level_embed[lvl])
         memory, pos = torch.cat(flat, 1), torch.cat(pos, 1)
         valid_ratios = memory.new_ones(1, len(feats), 2)
-        with msda_on_traced_sizes(level_sizes), proposals_on_traced_sizes(level_sizes):
+        with proposals_on_traced_sizes(level_sizes):
             references = encoder_reference_points(level_sizes, image.device)
             for layer in det.encoder.layers:
                 memory = layer(memory, pos, references, spatial_shapes, start_index, None)

@@ -1,7 +1,9 @@
 """Export-time swaps that keep a trace valid for every image size.
 
-Both swap a module-level function for an equivalent one while the context is open; the
-exported graphs are compared with the unmodified PyTorch model (see ``onnx_check``).
+The deformable attention op needs none: it has its own export path (see
+:mod:`dat_det.ops.msda_op`). The two left here swap a module-level function for an
+equivalent one while the context is open; the exported graphs are compared with the
+unmodified PyTorch model (see ``onnx_check``).
 """
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Tuple
@@ -11,25 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dat_det.models.layers.dat import neighborhood_attention as na_module
-from dat_det.models.layers.deformable_detr import msda as msda_module
 from dat_det.models.layers.deformable_detr.utils import inverse_sigmoid
-from dat_det.ops.msda_pytorch import msda_pytorch
 
 LevelSizes = List[Tuple[int, int]]
-
-
-@contextmanager
-def msda_on_traced_sizes(level_sizes: LevelSizes) -> Iterator[None]:
-    """:class:`MultiScaleDeformableAttention` samples with the ``grid_sample`` reference on
-    ``level_sizes`` (traced ``(H, W)`` per level) instead of reading the sizes back from its
-    ``spatial_shapes`` tensor, which a trace would freeze."""
-
-    def op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-           sampling_locations: Tensor, attention_weights: Tensor, backend=None) -> Tensor:
-        return msda_pytorch(value, level_sizes, sampling_locations, attention_weights)
-
-    with _swapped(msda_module, 'multi_scale_deformable_attn', op):
-        yield
 
 
 @contextmanager

@@ -21,10 +21,11 @@ Triton decides it when a kernel is defined.
 """
 import functools
 import os
+from typing import Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch.library import wrap_triton
 
 try:
     import triton
@@ -58,6 +59,17 @@ if TRITON_AVAILABLE:
         return x0f.to(tl.int32), y0f.to(tl.int32), x - x0f, y - y0f, attn
 
     @triton.jit
+    def _corner(x0, y0, fx, fy, q_mask, height, width, start, CORNER: tl.constexpr):
+        """Pixel index in ``S``, bilinear weights along x and y, and in-map mask of corner
+        ``CORNER`` (0..3 as ``(x0, y0), (x1, y0), (x0, y1), (x1, y1)``) of samples."""
+        cx = x0 + (CORNER % 2)
+        cy = y0 + (CORNER // 2)
+        wx = fx if CORNER % 2 == 1 else 1.0 - fx
+        wy = fy if CORNER // 2 == 1 else 1.0 - fy
+        inside = q_mask & (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+        return start + cy * width + cx, wx, wy, inside
+
+    @triton.jit
     def _msda_fwd_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
                          num_values, num_queries, query_bucket,
                          HEADS: tl.constexpr, C: tl.constexpr, LEVELS: tl.constexpr,
@@ -85,12 +97,8 @@ if TRITON_AVAILABLE:
                 x0, y0, fx, fy, attn = _bilinear_setup(loc_ptr, attn_ptr, sample, q_mask,
                                                        height, width, ACC)
                 for corner in tl.static_range(4):
-                    cx = x0 + (corner % 2)
-                    cy = y0 + (corner // 2)
-                    wx = fx if corner % 2 == 1 else 1.0 - fx
-                    wy = fy if corner // 2 == 1 else 1.0 - fy
-                    inside = q_mask & (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
-                    pixel = start + cy * width + cx
+                    pixel, wx, wy, inside = _corner(x0, y0, fx, fy, q_mask, height, width,
+                                                    start, corner)
                     v = tl.load(value_base + pixel[:, None].to(tl.int64) * C + c[None, :],
                                 mask=inside[:, None] & c_mask[None, :], other=0.0).to(ACC)
                     acc += (wx * wy * attn)[:, None] * v
@@ -139,15 +147,12 @@ if TRITON_AVAILABLE:
                 grad_fx = tl.zeros((BLOCK_Q,), dtype=ACC)
                 grad_fy = tl.zeros((BLOCK_Q,), dtype=ACC)
                 for corner in tl.static_range(4):
-                    cx = x0 + (corner % 2)
-                    cy = y0 + (corner // 2)
-                    wx = fx if corner % 2 == 1 else 1.0 - fx
-                    wy = fy if corner // 2 == 1 else 1.0 - fy
+                    pixel, wx, wy, inside = _corner(x0, y0, fx, fy, q_mask, height, width,
+                                                    start, corner)
                     sign_x = 1.0 if corner % 2 == 1 else -1.0
                     sign_y = 1.0 if corner // 2 == 1 else -1.0
-                    inside = q_mask & (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
                     tap_mask = inside[:, None] & c_mask[None, :]
-                    offsets = (start + cy * width + cx)[:, None].to(tl.int64) * C + c[None, :]
+                    offsets = pixel[:, None].to(tl.int64) * C + c[None, :]
                     v = tl.load(value_base + offsets, mask=tap_mask, other=0.0).to(ACC)
                     # d out / d (tap weight): one dot product per query, reduced in registers
                     dot = tl.sum(grad_out * v, axis=1)
@@ -157,7 +162,6 @@ if TRITON_AVAILABLE:
                     if GRAD_VALUE:
                         targets = grad_value_base + offsets
                         if REPLICAS > 1:
-                            pixel = start + cy * width + cx
                             tail_offsets = (tail_row + pixel - tail_start)[:, None].to(
                                 tl.int64) * C + c[None, :]
                             targets = tl.where((pixel >= tail_start)[:, None],
@@ -191,63 +195,62 @@ if TRITON_AVAILABLE:
                                           _msda_bwd_kernel)
 
 
-class MSDATritonFunction(torch.autograd.Function):
-    """Autograd wrapper of the fused kernels. Inputs as in :func:`msda_triton`."""
+def triton_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                   sampling_locations: Tensor, attention_weights: Tensor,
+                   compute_dtype: torch.dtype) -> Tensor:
+    """Output ``(B, Lq, heads * C)`` of the fused forward kernel, in the dtype of ``value``
+    (float64 if ``compute_dtype`` is). Inputs as :func:`msda_triton`.
 
-    @staticmethod
-    def forward(ctx, value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                sampling_locations: Tensor, attention_weights: Tensor,
-                compute_dtype: torch.dtype) -> Tensor:
-        batch, num_values, heads, channels = value.shape
-        _, num_queries, _, levels, points, _ = sampling_locations.shape
-        value_hm = value.permute(0, 2, 1, 3).contiguous()  # (B, heads, S, C)
-        spatial_shapes = spatial_shapes.contiguous()
-        level_start_index = level_start_index.contiguous()
-        sampling_locations = sampling_locations.contiguous()
-        attention_weights = attention_weights.contiguous()
-        out_dtype = torch.float64 if compute_dtype == torch.float64 else value.dtype
-        out = value.new_empty((batch, num_queries, heads, channels), dtype=out_dtype)
-        kwargs = _kernel_kwargs(heads, channels, levels, points, compute_dtype)
-        if out.numel() > 0:
-            _fwd_kernel[_grid(batch, heads, num_queries)](
-                value_hm, spatial_shapes, level_start_index, sampling_locations,
-                attention_weights, out, num_values, num_queries,
-                triton.next_power_of_2(num_queries), **kwargs)
-        ctx.save_for_backward(value_hm, spatial_shapes, level_start_index, sampling_locations,
-                              attention_weights)
-        ctx.compute_dtype = compute_dtype
-        ctx.value_dtype = value.dtype
-        return out.view(batch, num_queries, heads * channels)
+    Only torch ops and kernels launched through ``torch.library.wrap_triton``: the operator
+    lets ``torch.compile`` trace this function, so the compiler sees the kernels.
+    """
+    batch, num_values, heads, channels = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    value_hm = value.permute(0, 2, 1, 3).contiguous()  # (B, heads, S, C)
+    out_dtype = torch.float64 if compute_dtype == torch.float64 else value.dtype
+    out = value.new_empty((batch, num_queries, heads, channels), dtype=out_dtype)
+    kwargs = _kernel_kwargs(heads, channels, levels, points, compute_dtype)
+    if out.numel() > 0:
+        wrap_triton(_fwd_kernel)[_grid(batch, heads, num_queries)](
+            value_hm, spatial_shapes.contiguous(), level_start_index.contiguous(),
+            sampling_locations.contiguous(), attention_weights.contiguous(), out, num_values,
+            num_queries, triton.next_power_of_2(num_queries), **kwargs)
+    return out.view(batch, num_queries, heads * channels)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor):
-        value_hm, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
-        batch, heads, num_values, channels = value_hm.shape
-        _, num_queries, _, levels, points, _ = locations.shape
-        grad_value_needed = ctx.needs_input_grad[0]
-        accum_dtype = torch.float64 if ctx.compute_dtype == torch.float64 else torch.float32
-        tail = min(num_values, COARSE_TAIL_POSITIONS) if grad_value_needed else 0
-        replicas = COARSE_REPLICAS if tail > 0 else 1
-        zeros = functools.partial(torch.zeros, dtype=accum_dtype, device=value_hm.device)
-        grad_value_hm = zeros(value_hm.shape if grad_value_needed else (1,))
-        tail_grads = zeros((replicas, batch * heads, tail, channels) if replicas > 1 else (1,))
-        grad_locations = torch.empty_like(locations)
-        grad_weights = torch.empty_like(weights)
-        kwargs = _kernel_kwargs(heads, channels, levels, points, ctx.compute_dtype)
-        if grad_out.numel() > 0:
-            _bwd_kernel[_grid(batch, heads, num_queries)](
-                value_hm, spatial_shapes, level_start_index, locations, weights,
-                grad_out.contiguous(), grad_value_hm, tail_grads, grad_locations, grad_weights,
-                num_values, num_queries, triton.next_power_of_2(num_queries),
-                num_values - tail, GRAD_VALUE=grad_value_needed, REPLICAS=replicas, **kwargs)
-        grad_value = None
-        if grad_value_needed:
-            if replicas > 1:
-                grad_value_hm[:, :, num_values - tail:] += tail_grads.sum(0).view(
-                    batch, heads, tail, channels)
-            grad_value = grad_value_hm.permute(0, 2, 1, 3).to(ctx.value_dtype)
-        return grad_value, None, None, grad_locations, grad_weights, None
+
+def triton_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
+                    level_start_index: Tensor, sampling_locations: Tensor,
+                    attention_weights: Tensor, compute_dtype: torch.dtype,
+                    value_grad: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`triton_forward`: ``grad_value`` ``(B, S, heads, C)`` in the dtype of
+    ``value`` (zeros, not computed, when ``value_grad`` is False), ``grad_locations`` and
+    ``grad_weights`` in the dtypes of their inputs."""
+    batch, num_values, heads, channels = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    value_hm = value.permute(0, 2, 1, 3).contiguous()
+    accum_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
+    tail = min(num_values, COARSE_TAIL_POSITIONS) if value_grad else 0
+    replicas = COARSE_REPLICAS if tail > 0 else 1
+    zeros = functools.partial(torch.zeros, dtype=accum_dtype, device=value.device)
+    grad_value_hm = zeros((batch, heads, num_values, channels) if value_grad else (1,))
+    tail_grads = zeros((replicas, batch * heads, tail, channels) if replicas > 1 else (1,))
+    locations = sampling_locations.contiguous()
+    weights = attention_weights.contiguous()
+    grad_locations = torch.empty_like(locations)
+    grad_weights = torch.empty_like(weights)
+    kwargs = _kernel_kwargs(heads, channels, levels, points, compute_dtype)
+    if grad_out.numel() > 0:
+        wrap_triton(_bwd_kernel)[_grid(batch, heads, num_queries)](
+            value_hm, spatial_shapes.contiguous(), level_start_index.contiguous(), locations,
+            weights, grad_out.contiguous(), grad_value_hm, tail_grads, grad_locations,
+            grad_weights, num_values, num_queries, triton.next_power_of_2(num_queries),
+            num_values - tail, GRAD_VALUE=value_grad, REPLICAS=replicas, **kwargs)
+    if not value_grad:
+        return value.new_zeros(value.shape), grad_locations, grad_weights
+    if replicas > 1:
+        grad_value_hm[:, :, num_values - tail:] += tail_grads.sum(0).view(
+            batch, heads, tail, channels)
+    return grad_value_hm.permute(0, 2, 1, 3).to(value.dtype), grad_locations, grad_weights
 
 
 def _kernel_kwargs(heads: int, channels: int, levels: int, points: int,
@@ -268,7 +271,8 @@ def _grid(batch: int, heads: int, num_queries: int):
 def msda_triton(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                 sampling_locations: Tensor, attention_weights: Tensor,
                 compute_dtype: torch.dtype = torch.float32) -> Tensor:
-    """Multi-scale deformable attention with the fused Triton kernels.
+    """Multi-scale deformable attention with the fused Triton kernels (forward only; the
+    registered operator ``dat_det::multi_scale_deformable_attn`` adds the gradients).
 
     Args:
         value: ``(B, S, heads, C)``, any float dtype.
@@ -283,5 +287,5 @@ def msda_triton(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
     """
     if not TRITON_AVAILABLE:
         raise RuntimeError('triton is not installed')
-    return MSDATritonFunction.apply(value, spatial_shapes, level_start_index,
-                                    sampling_locations, attention_weights, compute_dtype)
+    return triton_forward(value, spatial_shapes, level_start_index, sampling_locations,
+                          attention_weights, compute_dtype)

@@ -1,25 +1,22 @@
 """Input checks for multi-scale deformable attention.
 
-Shape and dtype checks are cheap and always run. The check of ``spatial_shapes`` and
-``level_start_index`` against each other and against ``value`` reads their contents; on an
-accelerator that would force a device sync on every call, so there it runs once per distinct
-pair of tensors (keyed by storage pointer and version counter) and is skipped afterwards.
+Shape, dtype and device checks read metadata only: they always run, also while tracing. The
+level layout (``S == sum(H * W)``, ``level_start_index`` consistent with ``spatial_shapes``)
+is checked where its Python ints are known: on level sizes given as ints
+(:func:`check_level_sizes`), or by reading the index tensors back when they are on CPU
+(:func:`check_level_layout`; on an accelerator that would force a device sync per call).
 """
-from collections import OrderedDict
-from typing import Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-
-_CHECKED_INDEX_TENSORS: 'OrderedDict[Tuple, bool]' = OrderedDict()
-_CACHE_SIZE = 64
 
 _INTEGER_DTYPES = (torch.int16, torch.int32, torch.int64, torch.uint8, torch.int8)
 
 
 def check_msda_inputs(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                       sampling_locations: Tensor, attention_weights: Tensor) -> None:
-    """Raise ``ValueError`` naming the first inconsistency among the op's inputs.
+    """Raise ``ValueError`` naming the first inconsistency among the op's input metadata.
 
     Shapes: value ``(B, S, heads, C)``, spatial_shapes ``(levels, 2)`` of ``(H, W)``,
     level_start_index ``(levels,)``, sampling_locations ``(B, Lq, heads, levels, points, 2)``,
@@ -31,7 +28,6 @@ def check_msda_inputs(value: Tensor, spatial_shapes: Tensor, level_start_index: 
                   attention_weights)
     _check_devices(value, spatial_shapes, level_start_index, sampling_locations,
                    attention_weights)
-    _check_level_layout(value, spatial_shapes, level_start_index)
 
 
 def _check_dtypes(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
@@ -88,19 +84,32 @@ def _check_devices(*tensors: Tensor) -> None:
         raise ValueError(f'all inputs must be on one device, got {sorted(map(str, devices))}')
 
 
-def _check_level_layout(value: Tensor, spatial_shapes: Tensor,
-                        level_start_index: Tensor) -> None:
-    """Check ``S == sum(H * W)``, positive sizes and ``level_start_index`` = exclusive cumsum."""
-    key = None
-    if spatial_shapes.device.type != 'cpu':
-        key = layout_cache_key(spatial_shapes, level_start_index, value.shape[1])
-        if key in _CHECKED_INDEX_TENSORS:
-            _CHECKED_INDEX_TENSORS.move_to_end(key)
-            return
+def check_level_sizes(sizes: Sequence[Tuple[int, int]],
+                      num_values: Optional[int] = None) -> List[Tuple[int, int]]:
+    """Level sizes ``[(H, W)]`` as Python ints: positive, and summing to ``num_values``
+    positions when given. Under ``torch.compile`` the ints are known at trace time, so the
+    check costs nothing at run time."""
+    sizes = [tuple(hw) for hw in sizes]
+    if any(len(hw) != 2 for hw in sizes):
+        raise ValueError(f'spatial_shapes must be (H, W) pairs, got {sizes}')
+    if any(h <= 0 or w <= 0 for h, w in sizes):
+        raise ValueError(f'spatial_shapes must hold positive (H, W), got {sizes}')
+    if num_values is not None:
+        total = sum(h * w for h, w in sizes)
+        if num_values != total:
+            raise ValueError(f'value has S={num_values} positions but spatial_shapes {sizes} '
+                             f'sum to {total}')
+    return sizes
+
+
+def check_level_layout(num_values: int, spatial_shapes: Tensor,
+                       level_start_index: Tensor) -> None:
+    """Check the contents of the index tensors: positive sizes, ``S == sum(H * W)`` and
+    ``level_start_index`` = exclusive cumsum. Reads them back, so the operator runs it on CPU
+    tensors only."""
     shapes = spatial_shapes.tolist()
     starts = level_start_index.tolist()
-    if any(h <= 0 or w <= 0 for h, w in shapes):
-        raise ValueError(f'spatial_shapes must hold positive (H, W), got {shapes}')
+    check_level_sizes(shapes)
     expected_starts, total = [], 0
     for h, w in shapes:
         expected_starts.append(total)
@@ -108,24 +117,6 @@ def _check_level_layout(value: Tensor, spatial_shapes: Tensor,
     if starts != expected_starts:
         raise ValueError(f'level_start_index {starts} is inconsistent with spatial_shapes '
                          f'{shapes}: expected {expected_starts}')
-    if value.shape[1] != total:
-        raise ValueError(f'value has S={value.shape[1]} positions but spatial_shapes {shapes} '
+    if num_values != total:
+        raise ValueError(f'value has S={num_values} positions but spatial_shapes {shapes} '
                          f'sum to {total}')
-    if key is not None:
-        _CHECKED_INDEX_TENSORS[key] = True
-        if len(_CHECKED_INDEX_TENSORS) > _CACHE_SIZE:
-            _CHECKED_INDEX_TENSORS.popitem(last=False)
-
-
-def layout_cache_key(spatial_shapes: Tensor, level_start_index: Tensor,
-                     num_values: int) -> Tuple:
-    """Key of a checked ``(spatial_shapes, level_start_index, S)`` triple: storage pointers and
-    version counters (inference tensors have none; their key uses -1)."""
-    return (spatial_shapes.device, spatial_shapes.data_ptr(), _version(spatial_shapes),
-            level_start_index.data_ptr(), _version(level_start_index), num_values)
-
-
-def _version(tensor: Tensor) -> int:
-    if tensor.is_inference():
-        return -1
-    return tensor._version

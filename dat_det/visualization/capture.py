@@ -1,10 +1,13 @@
 """Where deformable attention samples: recorded from a forward pass, in normalized coordinates.
 
-- Deformable DETR: every :class:`MultiScaleDeformableAttention` call passes its sampling
-  locations and attention weights to the op; the op is wrapped while recording, so the values
-  are exactly those the model used.
-- DAT: :meth:`DAT.forward_with_positions` returns the reference grid and the deformed key
-  positions of every deformable block.
+Both attention modules declare a ``sampling_probe`` (:class:`dat_det.models.layers.probe.Probe`),
+an identity submodule called on the tensors that say where they sample; forward hooks on it
+record exactly what the module used:
+
+- Deformable DETR: :class:`MultiScaleDeformableAttention` passes its sampling locations and
+  attention weights (:func:`record_msda`).
+- DAT: :class:`DeformableAttention` passes its deformed key positions and reference grid
+  (:func:`dat_positions`).
 """
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,8 +16,9 @@ from typing import Dict, Iterator, List
 import torch
 from torch import Tensor, nn
 
+from dat_det.models.layers.dat import DeformableAttention
 from dat_det.models.layers.deformable_detr import MultiScaleDeformableAttention
-from dat_det.models.layers.deformable_detr import msda as msda_module
+from dat_det.ops import SpatialShapes, level_layout
 
 
 @dataclass
@@ -28,6 +32,12 @@ class MSDASamples:
     spatial_shapes: Tensor
 
 
+def _shapes_tensor(spatial_shapes: SpatialShapes) -> Tensor:
+    if isinstance(spatial_shapes, Tensor):
+        return spatial_shapes
+    return level_layout(spatial_shapes)[0]
+
+
 @contextmanager
 def record_msda(model: nn.Module) -> Iterator[Dict[str, List[MSDASamples]]]:
     """Record the samples of every deformable attention of ``model`` during the context.
@@ -35,25 +45,25 @@ def record_msda(model: nn.Module) -> Iterator[Dict[str, List[MSDASamples]]]:
     Yields a dict from module name (e.g. ``decoder.layers.1.cross_attn``) to its calls.
     """
     records: Dict[str, List[MSDASamples]] = {}
-    current: List[str] = []
-    names = {m: n for n, m in model.named_modules() if isinstance(m, MultiScaleDeformableAttention)}
-    handles = [m.register_forward_pre_hook(lambda mod, args: current.append(names[mod]))
-               for m in names]
-    original = msda_module.multi_scale_deformable_attn
+    handles = []
+    for name, module in model.named_modules():
+        if not isinstance(module, MultiScaleDeformableAttention):
+            continue
+        shapes: List[SpatialShapes] = []
 
-    def recording_op(value, spatial_shapes, level_start_index, sampling_locations,
-                     attention_weights, backend=None):
-        if current:
-            records.setdefault(current.pop(), []).append(MSDASamples(
-                sampling_locations.detach(), attention_weights.detach(), spatial_shapes))
-        return original(value, spatial_shapes, level_start_index, sampling_locations,
-                        attention_weights, backend=backend)
+        def remember_shapes(mod, args, kwargs, shapes=shapes):
+            shapes[:] = [kwargs['spatial_shapes'] if 'spatial_shapes' in kwargs else args[3]]
 
-    msda_module.multi_scale_deformable_attn = recording_op
+        def record(probe, args, out, name=name, shapes=shapes):
+            locations, weights = out
+            records.setdefault(name, []).append(MSDASamples(
+                locations.detach(), weights.detach(), _shapes_tensor(shapes[0])))
+
+        handles.append(module.register_forward_pre_hook(remember_shapes, with_kwargs=True))
+        handles.append(module.sampling_probe.register_forward_hook(record))
     try:
         yield records
     finally:
-        msda_module.multi_scale_deformable_attn = original
         for handle in handles:
             handle.remove()
 
@@ -72,18 +82,32 @@ class DATPositions:
 
 @torch.no_grad()
 def dat_positions(backbone: nn.Module, inputs: Tensor) -> List[DATPositions]:
-    """Positions of every deformable block of a DAT ``backbone`` for the first image."""
-    if not hasattr(backbone, 'forward_with_positions'):
+    """Positions of every deformable block of a DAT ``backbone`` for the first image, recorded
+    by hooks on the blocks' ``sampling_probe`` (stage and block from the module names
+    ``stages.<i>.attns.<d>``)."""
+    blocks = [(name, m) for name, m in backbone.named_modules()
+              if isinstance(m, DeformableAttention)]
+    if not blocks or not hasattr(backbone, 'stages'):
         raise ValueError(f'{type(backbone).__name__} has no deformable key positions '
                          '(needs a DAT backbone)')
-    sizes = {}
-    hooks = [stage.register_forward_hook(
+    sizes, found = {}, []
+
+    def record(probe, args, out, name):
+        pos, ref = out  # (B * groups, Hk, Wk, 2) with B = 1 here, (Hk, Wk, 2)
+        parts = name.split('.')
+        stage, block = int(parts[parts.index('stages') + 1]), int(parts[-1])
+        found.append((stage, block, pos, ref.expand_as(pos)))
+
+    hooks = [m.sampling_probe.register_forward_hook(
+        lambda probe, args, out, name=name: record(probe, args, out, name))
+        for name, m in blocks]
+    hooks += [stage.register_forward_hook(
         lambda mod, args, out, i=i: sizes.__setitem__(i, tuple(out[0].shape[-2:])))
         for i, stage in enumerate(backbone.stages)]
     try:
-        _, positions = backbone.forward_with_positions(inputs[:1])
+        backbone(inputs[:1])
     finally:
         for hook in hooks:
             hook.remove()
-    return [DATPositions(p['stage'], p['block'], p['pos'][0], p['ref'][0], sizes[p['stage']])
-            for p in positions]
+    return [DATPositions(stage, block, pos, ref, sizes[stage])
+            for stage, block, pos, ref in found]

@@ -6,7 +6,7 @@ pytest.importorskip('mmdet')
 
 from mmdet.registry import MODELS  # noqa: E402
 
-from dat_det.models.layers.deformable_detr import from_official  # noqa: E402
+from dat_det.models.checkpoint import from_official  # noqa: E402
 from tests.models.test_deformable_detr import NUM_CLASSES, VARIANTS, tiny_detr_cfg  # noqa: E402
 
 OFFICIAL_CLASS_IDS = [1, 3, 4]  # our labels 0, 1, 2 are official classes 1, 3, 4 of 5

@@ -119,7 +119,7 @@ def test_msda_rejects_bad_inputs():
         attn(query, value, torch.rand(1, 3, 2, 3), shapes, level_start_index(shapes))
     with pytest.raises(ValueError, match='levels'):
         attn(query, value, torch.rand(1, 3, 3, 2), shapes, level_start_index(shapes))
-    with pytest.raises(ValueError, match='cover 20 positions'):
+    with pytest.raises(ValueError, match='value has S=21 positions'):
         attn(query, torch.randn(1, 21, EMBED), torch.rand(1, 3, 2, 2), shapes,
              level_start_index(shapes))
     with pytest.raises(ValueError, match='divisible'):

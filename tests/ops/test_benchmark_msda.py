@@ -29,7 +29,7 @@ def test_benchmark_reports_every_backend_with_small_errors(tmp_path):
     rows = report['results']
     assert {(r['shape'], r['backend']) for r in rows} >= {
         (shape, backend) for shape in ('encoder', 'decoder')
-        for backend in ('pytorch', 'cpu', 'mmcv_pytorch')}
+        for backend in ('pytorch', 'gather', 'mmcv_pytorch')}
     for row in rows:
         assert 'error' not in row, row
         assert max(row['rel_err'].values()) < 1e-4, row
@@ -39,4 +39,4 @@ def test_benchmark_reports_every_backend_with_small_errors(tmp_path):
 def test_benchmark_runs_without_mmcv(tmp_path):
     _, report = _run(tmp_path, '-c', WITHOUT_MMCV)
     backends = {r['backend'] for r in report['results']}
-    assert {'pytorch', 'cpu'} <= backends and not any('mmcv' in b for b in backends)
+    assert {'pytorch', 'gather'} <= backends and not any('mmcv' in b for b in backends)

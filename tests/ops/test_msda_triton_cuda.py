@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dat_det.ops import multi_scale_deformable_attn, resolve_backend
-from dat_det.ops.msda import triton_available
+from dat_det.ops.msda_op import triton_available
 from tests.ops.msda_test_inputs import (
     SHAPE_CASES,
     case_id,
@@ -33,7 +33,7 @@ def test_auto_picks_triton_on_cuda(monkeypatch):
 
 
 @pytest.mark.parametrize('case', SHAPE_CASES, ids=case_id)
-@pytest.mark.parametrize('backend', ['triton', 'cpu'])
+@pytest.mark.parametrize('backend', ['triton', 'gather'])
 def test_matches_cpu_reference_float64(case, backend):
     inputs = make_msda_inputs(*case, dtype=torch.float64, seed=11)
     expected = forward_and_grads(_op('pytorch'), inputs)

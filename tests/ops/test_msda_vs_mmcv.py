@@ -23,7 +23,7 @@ def _assert_all_close(actual, expected, atol, rtol):
         torch.testing.assert_close(a, e, atol=atol, rtol=rtol, msg=lambda m, n=name: f'{n}: {m}')
 
 
-@pytest.mark.parametrize('backend', ['pytorch', 'cpu'])
+@pytest.mark.parametrize('backend', ['pytorch', 'gather'])
 @pytest.mark.parametrize('case', SHAPE_CASES, ids=case_id)
 def test_matches_mmcv_float64(backend, case):
     inputs = make_msda_inputs(*case, dtype=torch.float64, seed=len(case_id(case)))
@@ -33,7 +33,7 @@ def test_matches_mmcv_float64(backend, case):
     _assert_all_close(actual, expected, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize('backend', ['pytorch', 'cpu'])
+@pytest.mark.parametrize('backend', ['pytorch', 'gather'])
 @pytest.mark.parametrize('case', SHAPE_CASES[1::3], ids=case_id)
 def test_matches_mmcv_float32(backend, case):
     inputs = make_msda_inputs(*case, dtype=torch.float32, seed=3)
@@ -47,7 +47,7 @@ def test_locations_far_outside_give_zero():
     inputs = make_msda_inputs(*SHAPE_CASES[1], low=-40.0, high=-2.0)
     expected = forward_and_grads(mmcv_reference, inputs)
     actual = forward_and_grads(
-        lambda **kw: multi_scale_deformable_attn(**kw, backend='cpu'), inputs)
+        lambda **kw: multi_scale_deformable_attn(**kw, backend='gather'), inputs)
     assert expected[0].abs().max() == 0
     _assert_all_close(actual, expected, atol=1e-12, rtol=0)
 
@@ -72,7 +72,7 @@ def test_samples_on_map_edges_whose_corner_rows_alias():
     with torch.no_grad():
         inputs['sampling_locations'][..., :] = edge_points
     expected = forward_and_grads(mmcv_reference, inputs)
-    for backend in ('pytorch', 'cpu'):
+    for backend in ('pytorch', 'gather'):
         actual = forward_and_grads(
             functools.partial(multi_scale_deformable_attn, backend=backend), inputs)
         _assert_all_close(actual, expected, atol=1e-10, rtol=1e-10)

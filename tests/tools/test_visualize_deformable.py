@@ -70,7 +70,7 @@ def test_tool_draws_dat_keys_and_ddetr_points(tmp_path, tiny_model, tiny_shapes_
 def test_pictures_plot_points_inside_the_image(tiny_model, tiny_shapes_root):
     import mmcv
 
-    from dat_det.analysis.inputs import load_detector, prepare_image
+    from dat_det.apis import load_detector, prepare_image
     from dat_det.visualization import deformable_pictures
 
     config, checkpoint = tiny_model
@@ -112,3 +112,32 @@ def test_hook_writes_pictures_during_training(tmp_path, tiny_shapes_root):
     written = sorted(p.name for p in work_dir.glob('*/vis_data/vis_image/deformable_*.png'))
     assert written == ['deformable_000001_dat_stage3_block1_1.png',
                        'deformable_000001_ddetr_decoder_1.png'], written
+
+
+def test_recording_goes_through_the_declared_probe():
+    """The recording is what leaves ``sampling_probe``, i.e. what the op receives: a probe
+    that moves the locations moves the recording and the output alike. If the module stops
+    calling its probe, the recording is empty and this test fails."""
+    torch.manual_seed(0)
+    attn = MultiScaleDeformableAttention(32, num_heads=4, num_levels=2, num_points=3).eval()
+    sizes = [(6, 8), (3, 4)]
+    query, value, refs = torch.randn(1, 5, 32), torch.randn(1, 60, 32), torch.rand(1, 5, 2, 2)
+    with torch.no_grad(), record_msda(attn) as records:
+        attn(query, value, refs, sizes, None)
+    (call, ) = records['']
+    assert call.spatial_shapes.tolist() == [[6, 8], [3, 4]]
+
+    class Shift(torch.nn.Module):
+        def forward(self, locations, weights):
+            return locations + 0.25, weights
+
+    attn.sampling_probe = Shift()
+    with torch.no_grad(), record_msda(attn) as shifted:
+        out = attn(query, value, refs, sizes, None)
+    (moved, ) = shifted['']
+    torch.testing.assert_close(moved.locations, call.locations + 0.25)
+    with torch.no_grad():
+        values = attn.value_proj(value).view(1, 60, 4, 8)
+        again = attn.output_proj(multi_scale_deformable_attn(
+            values, sizes, None, moved.locations, moved.weights))
+    torch.testing.assert_close(again, out)

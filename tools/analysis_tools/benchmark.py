@@ -3,7 +3,7 @@
 Usage:
     python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT] [--img-size 512 512]
         [--batch-size 1] [--iters 20] [--warmup 5] [--train] [--compare]
-        [--device cpu|cuda] [--threads N] [--backend BACKEND]
+        [--device cpu|cuda] [--threads N] [--backend BACKEND] [--compile]
 
 Inputs are random images of ``--img-size``; without CHECKPOINT the weights are random (speed
 does not depend on them, and nothing is downloaded). ``--train`` also times a full training
@@ -14,6 +14,9 @@ reports both, their output difference and the speed ratio. DINO assigns its lear
 queries to the selected proposals in score order, so with random weights, where proposal
 scores tie, float rounding can reorder them and the two DINOs' detections then differ
 (their per-position scores still agree); compare DINO outputs with a trained checkpoint.
+``--compile`` times the model eager and under ``torch.compile`` (the same module, so the same
+weights) in one run, interleaved, and reports the speed-up of the compiled one; the first
+warm-up call compiles.
 """
 import argparse
 import copy
@@ -25,13 +28,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
-from mmdet.structures.mask import BitmapMasks
 from mmdet.utils import register_all_modules
 from mmengine.config import Config, DictAction
 from mmengine.runner import load_checkpoint
-from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar, import_modules_from_strings
 
+from dat_det.analysis.inputs import random_batch
 from dat_det.utils.memory import peak_rss_growth_mib
 
 # mmdet's detector with the same config schema and (converted) weights as ours
@@ -54,34 +56,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--backend', default=None,
                         help="backend of dat_det's deformable attention op")
+    parser.add_argument('--compile', action='store_true',
+                        help='also time the model under torch.compile (speed-up vs eager)')
+    parser.add_argument('--compile-mode', default=None,
+                        help='mode of torch.compile, e.g. max-autotune-no-cudagraphs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
-
-
-def make_batch(size: List[int], batch_size: int, num_classes: int, with_masks: bool = False,
-               num_boxes: int = 5, seed: int = 0) -> Dict:
-    """Random uint8 images and data samples (with random boxes, labels below
-    ``num_classes`` and, if asked, box-filling masks) as a dataloader yields."""
-    gen = torch.Generator().manual_seed(seed)
-    height, width = size
-    inputs, samples = [], []
-    for _ in range(batch_size):
-        inputs.append(torch.randint(0, 256, (3, height, width), generator=gen,
-                                    dtype=torch.uint8))
-        sample = DetDataSample(metainfo=dict(img_shape=(height, width),
-                                             ori_shape=(height, width),
-                                             scale_factor=(1.0, 1.0)))
-        xy = torch.rand(num_boxes, 2, generator=gen) * torch.tensor([width, height]) * 0.6
-        wh = (torch.rand(num_boxes, 2, generator=gen) * 0.3 + 0.05) * torch.tensor(
-            [width, height])
-        boxes = torch.cat([xy, xy + wh], 1)
-        sample.gt_instances = InstanceData(bboxes=boxes,
-                                           labels=torch.randint(0, num_classes, (num_boxes, ),
-                                                                generator=gen))
-        if with_masks:
-            sample.gt_instances.masks = box_masks(boxes, height, width)
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
 
 
 def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
@@ -121,15 +101,6 @@ def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
         peaks = [peak_rss_growth_mib(fn)[1] for fn in fns]
     return [dict(median=statistics.median(t), min=min(t), mean=statistics.mean(t), peak_mib=p)
             for t, p in zip(times, peaks)]
-
-
-def box_masks(boxes: torch.Tensor, height: int, width: int) -> BitmapMasks:
-    """Instance masks that fill their ``(n, 4)`` xyxy boxes."""
-    ys = torch.arange(height).view(1, height, 1) + 0.5
-    xs = torch.arange(width).view(1, 1, width) + 0.5
-    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
-    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-    return BitmapMasks(inside.numpy().astype('uint8'), height, width)
 
 
 def num_classes(model: torch.nn.Module) -> int:
@@ -174,7 +145,8 @@ def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
 def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace) -> List[Dict]:
     """Inference (and training) timings of ``models`` on the same random batch."""
     with_masks = getattr(models[0], 'with_mask', False)
-    batch = make_batch(args.img_size, args.batch_size, num_classes(models[0]), with_masks)
+    batch = random_batch(args.img_size, args.batch_size, num_classes(models[0]), num_boxes=5,
+                         with_masks=with_masks)
     results: List[Dict] = [{} for _ in models]
     for model in models:
         model.eval()
@@ -239,8 +211,13 @@ def main() -> None:
           f'input {args.batch_size}x3x{args.img_size[0]}x{args.img_size[1]} on {args.device}, '
           f'{torch.get_num_threads()} CPU threads')
     models, names = [model], [cfg.model.type]
+    if args.compare and args.compile:
+        raise SystemExit('--compare and --compile are exclusive: run them separately')
+    if args.compile:
+        models.append(torch.compile(model, mode=args.compile_mode))
+        names.append(f'{cfg.model.type} (torch.compile)')
     if args.compare:
-        from dat_det.models.layers.deformable_detr import to_mmdet
+        from dat_det.models.checkpoint import to_mmdet
         if cfg.model.type not in MMDET_COUNTERPARTS:
             sys.exit(f'error: --compare needs one of {sorted(MMDET_COUNTERPARTS)}, the config '
                      f'builds {cfg.model.type}')
@@ -255,15 +232,21 @@ def main() -> None:
     for name, result in zip(names, results):
         report(name, result, args.batch_size)
     if args.compare:
-        ours, theirs = results
-        print(f'max |ours - mmdet| over scores and boxes: '
-              f'{max_output_diff(ours["outputs"], theirs["outputs"]):.2e}')
-        for key in ('inference', 'train'):
-            if key in ours:
-                median = theirs[key]['median'] / ours[key]['median']
-                best = theirs[key]['min'] / ours[key]['min']
-                print(f'speed-up of ours over mmdet, {key}: {median:.2f}x (medians), '
-                      f'{best:.2f}x (minima)')
+        print_speedup(results[0], results[1], 'ours', 'mmdet')
+    if args.compile:
+        print_speedup(results[1], results[0], 'compiled', 'eager')
+
+
+def print_speedup(ours: Dict, theirs: Dict, our_name: str, their_name: str) -> None:
+    """Output difference and speed ratios (medians and minima) of two result dicts."""
+    print(f'max |{our_name} - {their_name}| over scores and boxes: '
+          f'{max_output_diff(ours["outputs"], theirs["outputs"]):.2e}')
+    for key in ('inference', 'train'):
+        if key in ours:
+            median = theirs[key]['median'] / ours[key]['median']
+            best = theirs[key]['min'] / ours[key]['min']
+            print(f'speed-up of {our_name} over {their_name}, {key}: {median:.2f}x (medians), '
+                  f'{best:.2f}x (minima)')
 
 
 if __name__ == '__main__':

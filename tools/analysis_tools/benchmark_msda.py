@@ -225,7 +225,7 @@ def benchmark_shape(kind: str, args: argparse.Namespace, device: torch.device,
                            generator=torch.Generator().manual_seed(1)).to(device, dtype)
     reference_inputs = {k: (v.double().cpu() if v.is_floating_point() else v.cpu())
                         for k, v in inputs.items()}
-    reference = run_op(lambda *a: multi_scale_deformable_attn(*a, backend='cpu'),
+    reference = run_op(lambda *a: multi_scale_deformable_attn(*a, backend='gather'),
                        reference_inputs, grad_out.double().cpu())
     rows, forward, forward_backward = [], {}, {}
     for name, op in ops.items():

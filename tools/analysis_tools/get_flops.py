@@ -20,7 +20,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from dat_det.analysis import detector_complexity
-from dat_det.analysis.inputs import dataloader_batches, preprocess, random_image_batch
+from dat_det.analysis.inputs import dataloader_batches, random_image_batch
+from dat_det.apis import preprocess
 from dat_det.utils.config import load_config
 from dat_det.utils.data_check import check_dataloader_datasets
 from dat_det.utils.errors import UserInputError, exit_on_user_error

@@ -24,7 +24,7 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from dat_det.analysis.inputs import load_detector, prepare_image
+from dat_det.apis import load_detector, prepare_image
 from dat_det.deployment import (
     DeformableDETRForExport,
     compare_with_onnxruntime,

@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from dat_det.models.layers.deformable_detr import from_mmdet, to_mmdet
+from dat_det.models.checkpoint import from_mmdet, to_mmdet
 
 
 def parse_args() -> argparse.Namespace:

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from dat_det.models.layers.deformable_detr import from_official
+from dat_det.models.checkpoint import from_official
 
 
 def parse_args() -> argparse.Namespace:

@@ -7,6 +7,8 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 
+from dat_det.ops import SpatialShapes
+
 from ..layers.deformable_detr import (
     DeformableDecoder,
     DeformableEncoder,
@@ -30,7 +32,7 @@ class MSDADeformableDETR(DeformableDETR):
     and GIoU losses), the loss/predict flow and the config schema are mmdet's; the
     transformer runs on :func:`dat_det.ops.multi_scale_deformable_attn`. Weights convert
     to and from mmdet's ``DeformableDETR`` with
-    :func:`dat_det.models.layers.deformable_detr.from_mmdet` / ``to_mmdet``.
+    :func:`dat_det.models.checkpoint.from_mmdet` / ``to_mmdet``.
 
     One deliberate difference: with ``as_two_stage``, the top-k proposals are chosen among
     valid positions only, never on padding (mmdet ranks padded positions too).
@@ -111,7 +113,8 @@ class MSDADeformableDETR(DeformableDETR):
 
         Returns:
             Encoder inputs (``feat``/``feat_pos`` ``(B, S, C)``, ``feat_mask`` ``(B, S)`` or
-            None, ``spatial_shapes`` ``(levels, 2)``, ``level_start_index``, ``valid_ratios``
+            None, ``spatial_shapes`` ``[(H, W)]`` Python ints, ``level_start_index``,
+            ``valid_ratios``
             ``(B, levels, 2)``) and the decoder inputs shared with them.
         """
         if len(mlvl_feats) != self.num_feature_levels:
@@ -130,9 +133,10 @@ class MSDADeformableDETR(DeformableDETR):
             pos_flatten.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl])
         feat_flatten = torch.cat(feat_flatten, 1)
         pos_flatten = torch.cat(pos_flatten, 1)
-        spatial_shapes = torch.tensor([f.shape[-2:] for f in mlvl_feats], dtype=torch.long,
-                                      device=feat_flatten.device)
-        start_index = level_start_index(spatial_shapes)
+        # level sizes stay Python ints (no tensor to read back: no device sync, and nothing
+        # data-dependent for torch.compile); the op builds its index tensors from them
+        spatial_shapes = [(int(f.shape[-2]), int(f.shape[-1])) for f in mlvl_feats]
+        start_index = level_start_index(spatial_shapes).to(feat_flatten.device)
         if mask is None:
             mask_flatten = None
             ratios = feat_flatten.new_ones(feat_flatten.shape[0], len(mlvl_feats), 2)
@@ -148,7 +152,7 @@ class MSDADeformableDETR(DeformableDETR):
         return encoder_inputs, decoder_inputs
 
     def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor], feat_pos: Tensor,
-                        spatial_shapes: Tensor, level_start_index: Tensor,
+                        spatial_shapes: SpatialShapes, level_start_index: Tensor,
                         valid_ratios: Tensor) -> Dict:
         """Encode the flattened levels into ``memory`` ``(B, S, C)``."""
         memory = self.encoder(feat, feat_pos, spatial_shapes, level_start_index, valid_ratios,
@@ -156,7 +160,7 @@ class MSDADeformableDETR(DeformableDETR):
         return dict(memory=memory, memory_mask=feat_mask, spatial_shapes=spatial_shapes)
 
     def pre_decoder(self, memory: Tensor, memory_mask: Optional[Tensor],
-                    spatial_shapes: Tensor) -> Tuple[Dict, Dict]:
+                    spatial_shapes: SpatialShapes) -> Tuple[Dict, Dict]:
         """Queries, their positions and initial references (2-d points, or boxes if two-stage).
 
         Returns:
@@ -194,7 +198,7 @@ class MSDADeformableDETR(DeformableDETR):
 
     def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
                         memory_mask: Optional[Tensor], reference_points: Tensor,
-                        spatial_shapes: Tensor, level_start_index: Tensor,
+                        spatial_shapes: SpatialShapes, level_start_index: Tensor,
                         valid_ratios: Tensor) -> Dict:
         """Decode; ``hidden_states`` ``(layers, B, Nq, C)``, ``references`` per layer + 1."""
         hidden_states, references = self.decoder(

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..probe import Probe
 from .norm import LayerNorm2d
 
 # How a formulation places key reference points, query positions and offset ranges on the
@@ -146,6 +147,7 @@ class DeformableAttention(nn.Module):
                  proj_drop: float = 0.0, formulation: str = 'v2') -> None:
         super().__init__()
         self.formulation = check_formulation(formulation)
+        self.sampling_probe = Probe()  # identity; see forward
         if no_off and formulation == 'v1':
             raise ValueError("no_off is not part of the 'v1' formulation (the v1 release "
                              "fails on it); use formulation='v2'")
@@ -331,6 +333,8 @@ class DeformableAttention(nn.Module):
         b, c, h, w = x.shape
         q = self.proj_q(x)
         pos, reference = self.sampling_positions(q)
+        # extension point: hooks on sampling_probe see pos (B*g, Hk, Wk, 2), reference
+        pos, reference = self.sampling_probe(pos, reference)
         hk, wk = pos.shape[1:3]
         n_sample = hk * wk
         sampled = self._sample_keys(x, pos).reshape(b, c, 1, n_sample)

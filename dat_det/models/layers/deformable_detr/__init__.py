@@ -19,7 +19,6 @@ from .utils import (
     padding_mask,
     valid_ratios,
 )
-from .weight_mapping import from_mmdet, from_official, to_mmdet
 
 __all__ = [
     'DINODecoder', 'box_sine_encoding',
@@ -27,6 +26,5 @@ __all__ = [
     'proposal_pos_embed', 'DeformableEncoder', 'DeformableEncoderLayer', 'DeformableDecoder',
     'DeformableDecoderLayer', 'FeedForward', 'encoder_proposals', 'select_topk',
     'decoder_reference_inputs', 'encoder_reference_points', 'inverse_sigmoid', 'level_masks',
-    'level_start_index', 'padding_mask', 'valid_ratios', 'from_mmdet', 'to_mmdet',
-    'from_official'
+    'level_start_index', 'padding_mask', 'valid_ratios'
 ]

@@ -5,7 +5,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from dat_det.ops import multi_scale_deformable_attn
+from dat_det.ops import SpatialShapes, multi_scale_deformable_attn
+
+from ..probe import Probe
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -14,6 +16,12 @@ class MultiScaleDeformableAttention(nn.Module):
     Every query samples ``num_points`` locations per head and level around its reference
     point and sums them with softmax weights. The module returns the attention output only;
     residual, dropout and normalization belong to the enclosing layer.
+
+    Extension point: ``sampling_probe`` (a :class:`~dat_det.models.layers.probe.Probe`) is
+    called on ``(sampling_locations (B, Lq, heads, levels, points, 2), attention_weights
+    (B, Lq, heads, levels, points))`` right before the op, which receives what it returns;
+    a forward hook on it records exactly what the op uses (see
+    :func:`dat_det.visualization.record_msda`).
 
     Args:
         embed_dims: Channels of queries and values.
@@ -52,6 +60,7 @@ class MultiScaleDeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dims, value_dims)
         self.output_proj = nn.Linear(value_dims, embed_dims)
+        self.sampling_probe = Probe()
         self.init_weights()
 
     @torch.no_grad()
@@ -77,8 +86,8 @@ class MultiScaleDeformableAttention(nn.Module):
                 query: Tensor,
                 value: Tensor,
                 reference_points: Tensor,
-                spatial_shapes: Tensor,
-                level_start_index: Tensor,
+                spatial_shapes: SpatialShapes,
+                level_start_index: Optional[Tensor],
                 value_padding_mask: Optional[Tensor] = None) -> Tensor:
         """Attend from queries to the flattened multi-level values.
 
@@ -87,8 +96,10 @@ class MultiScaleDeformableAttention(nn.Module):
             value: ``(B, S, C)``, all levels flattened, ``S = sum(H_l * W_l)``.
             reference_points: ``(B, Lq, levels, 2)`` normalized (x, y) points, or
                 ``(B, Lq, levels, 4)`` (cx, cy, w, h) boxes whose half size scales the offsets.
-            spatial_shapes: ``(levels, 2)`` int64 (H, W) per level.
-            level_start_index: ``(levels,)`` start of each level in ``S``.
+            spatial_shapes: ``(levels, 2)`` int64 (H, W) per level, or the same as Python
+                int pairs (what ``torch.compile`` needs to trace without data-dependent reads).
+            level_start_index: ``(levels,)`` start of each level in ``S`` (may be None with
+                int pairs).
             value_padding_mask: ``(B, S)`` bool, True where padded; padded values are zeroed.
 
         Returns:
@@ -110,39 +121,42 @@ class MultiScaleDeformableAttention(nn.Module):
 
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: normalize by that level's (W, H)
-            normalizer = spatial_shapes.flip(-1).to(offsets.dtype)
+            if isinstance(spatial_shapes, Tensor):
+                normalizer = spatial_shapes.flip(-1).to(offsets.dtype)
+            else:
+                normalizer = offsets.new_tensor([(w, h) for h, w in spatial_shapes])
             locations = (reference_points[:, :, None, :, None, :]
                          + offsets / normalizer[None, None, None, :, None, :])
         else:
             locations = (reference_points[:, :, None, :, None, :2]
                          + offsets / points * reference_points[:, :, None, :, None, 2:] * 0.5)
 
+        locations, weights = self.sampling_probe(locations, weights)
         output = multi_scale_deformable_attn(value, spatial_shapes, level_start_index,
                                              locations, weights, backend=self.backend)
         return self.output_proj(output)
 
     def _check_inputs(self, query: Tensor, value: Tensor, reference_points: Tensor,
-                      spatial_shapes: Tensor, value_padding_mask: Optional[Tensor]) -> None:
+                      spatial_shapes: SpatialShapes,
+                      value_padding_mask: Optional[Tensor]) -> None:
+        """Metadata checks only (the op checks the level layout): nothing here reads tensor
+        data, so tracing and ``torch.compile`` see no data-dependent branch."""
+        num_levels = len(spatial_shapes)
         if query.dim() != 3 or value.dim() != 3 or query.shape[-1] != self.embed_dims:
             raise ValueError(f'query and value must be (B, L, {self.embed_dims}), got '
                              f'{tuple(query.shape)} and {tuple(value.shape)}')
         if reference_points.dim() != 4 or reference_points.shape[-1] not in (2, 4):
             raise ValueError('reference_points must be (B, Lq, levels, 2 or 4), got '
                              f'{tuple(reference_points.shape)}')
-        if reference_points.shape[2] != self.num_levels or \
-                spatial_shapes.shape != (self.num_levels, 2):
+        shapes_ok = (tuple(spatial_shapes.shape) == (self.num_levels, 2)
+                     if isinstance(spatial_shapes, Tensor) else num_levels == self.num_levels)
+        if reference_points.shape[2] != self.num_levels or not shapes_ok:
             raise ValueError(f'expected {self.num_levels} levels, got reference_points '
-                             f'{tuple(reference_points.shape)} and spatial_shapes '
-                             f'{tuple(spatial_shapes.shape)}')
+                             f'{tuple(reference_points.shape)} and {num_levels} levels in '
+                             'spatial_shapes')
         if value_padding_mask is not None and value_padding_mask.shape != value.shape[:2]:
             raise ValueError(f'value_padding_mask must be {tuple(value.shape[:2])}, got '
                              f'{tuple(value_padding_mask.shape)}')
-        # reading the shapes back would synchronize an accelerator; check them on CPU only
-        if spatial_shapes.device.type == 'cpu':
-            num_value = int(spatial_shapes.prod(-1).sum())
-            if num_value != value.shape[1]:
-                raise ValueError(f'spatial_shapes cover {num_value} positions but value '
-                                 f'has {value.shape[1]}')
 
 
 def star_offsets(num_heads: int, num_levels: int, num_points: int) -> Tensor:

@@ -4,6 +4,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from dat_det.ops import SpatialShapes
+
 from .msda import MultiScaleDeformableAttention
 from .utils import decoder_reference_inputs, encoder_reference_points, inverse_sigmoid
 
@@ -71,7 +73,7 @@ class DeformableEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(self.embed_dims)
 
     def forward(self, query: Tensor, query_pos: Tensor, reference_points: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor,
+                spatial_shapes: SpatialShapes, level_start_index: Tensor,
                 padding_mask: Optional[Tensor] = None) -> Tensor:
         """``(B, S, C)`` -> ``(B, S, C)``; ``reference_points`` ``(B, S, levels, 2)``."""
         attn = self.self_attn(query + query_pos, query, reference_points, spatial_shapes,
@@ -95,7 +97,7 @@ class DeformableEncoder(nn.Module):
             [DeformableEncoderLayer(**(layer_cfg or {})) for _ in range(num_layers)])
         self.embed_dims = self.layers[0].embed_dims
 
-    def forward(self, query: Tensor, query_pos: Tensor, spatial_shapes: Tensor,
+    def forward(self, query: Tensor, query_pos: Tensor, spatial_shapes: SpatialShapes,
                 level_start_index: Tensor, valid_ratios: Tensor,
                 padding_mask: Optional[Tensor] = None) -> Tensor:
         """Encode.
@@ -153,7 +155,7 @@ class DeformableDecoderLayer(nn.Module):
         self.embed_dims = embed_dims
 
     def forward(self, query: Tensor, query_pos: Tensor, memory: Tensor,
-                reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                reference_points: Tensor, spatial_shapes: SpatialShapes, level_start_index: Tensor,
                 memory_mask: Optional[Tensor] = None,
                 self_attn_mask: Optional[Tensor] = None) -> Tensor:
         """``(B, Nq, C)`` -> ``(B, Nq, C)``; ``reference_points`` ``(B, Nq, levels, 2|4)``;
@@ -191,7 +193,7 @@ class DeformableDecoder(nn.Module):
         self.embed_dims = self.layers[0].embed_dims
 
     def forward(self, query: Tensor, query_pos: Tensor, memory: Tensor,
-                reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                reference_points: Tensor, spatial_shapes: SpatialShapes, level_start_index: Tensor,
                 valid_ratios: Tensor, memory_mask: Optional[Tensor] = None,
                 reg_branches: Optional[nn.ModuleList] = None) -> Tuple[Tensor, List[Tensor]]:
         """Decode.

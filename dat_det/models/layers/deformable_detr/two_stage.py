@@ -4,11 +4,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from dat_det.ops import SpatialShapes, level_sizes
+
 from .utils import inverse_sigmoid
 
 
 def encoder_proposals(memory: Tensor, memory_mask: Optional[Tensor],
-                      spatial_shapes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+                      spatial_shapes: SpatialShapes) -> Tuple[Tensor, Tensor, Tensor]:
     """One proposal per memory position: a box at the pixel centre, 0.05 * 2**level wide.
 
     Centres are normalized by the valid size of each image at that level. Proposals on
@@ -18,7 +20,7 @@ def encoder_proposals(memory: Tensor, memory_mask: Optional[Tensor],
     Args:
         memory: ``(B, S, C)`` encoder output.
         memory_mask: ``(B, S)`` bool, True on padding, or ``None``.
-        spatial_shapes: ``(levels, 2)`` (H, W).
+        spatial_shapes: ``(levels, 2)`` (H, W), a tensor or Python int pairs.
 
     Returns:
         Memory with invalid positions zeroed ``(B, S, C)``, proposal logits ``(B, S, 4)``
@@ -27,7 +29,7 @@ def encoder_proposals(memory: Tensor, memory_mask: Optional[Tensor],
     batch = memory.shape[0]
     proposals = []
     start = 0
-    for lvl, (height, width) in enumerate(spatial_shapes.tolist()):
+    for lvl, (height, width) in enumerate(level_sizes(spatial_shapes)):
         if memory_mask is not None:
             mask = memory_mask[:, start:start + height * width].view(batch, height, width)
             valid_h = (~mask[:, :, 0]).sum(1)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dat_det.ops import SpatialShapes, level_layout, level_sizes
+
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
     """Logit of ``x`` clamped to ``[0, 1]``, with ``eps`` guarding both ends."""
@@ -40,19 +42,22 @@ def valid_ratios(mask: Tensor) -> Tensor:
     return torch.stack([valid_w, valid_h], -1)
 
 
-def level_start_index(spatial_shapes: Tensor) -> Tensor:
+def level_start_index(spatial_shapes: SpatialShapes) -> Tensor:
     """``(levels, 2)`` (H, W) -> ``(levels,)`` start of each level in the flattened sequence."""
+    if not isinstance(spatial_shapes, Tensor):
+        return level_layout(spatial_shapes)[1]
     return torch.cat((spatial_shapes.new_zeros((1, )), spatial_shapes.prod(1).cumsum(0)[:-1]))
 
 
-def encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+def encoder_reference_points(spatial_shapes: SpatialShapes, valid_ratios: Tensor) -> Tensor:
     """Reference points of the encoder queries: the centres of every level's pixels.
 
     Centres are normalized by the level's *valid* size, so the valid area spans ``[0, 1]``,
     and then mapped into every level by that level's valid ratios.
 
     Args:
-        spatial_shapes: ``(levels, 2)`` (H, W).
+        spatial_shapes: ``(levels, 2)`` (H, W), a tensor or Python int pairs (then nothing
+            is read back from a tensor).
         valid_ratios: ``(B, levels, 2)`` (w, h) valid fractions.
 
     Returns:
@@ -60,7 +65,7 @@ def encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Te
     """
     device = valid_ratios.device
     points = []
-    for lvl, (height, width) in enumerate(spatial_shapes.tolist()):
+    for lvl, (height, width) in enumerate(level_sizes(spatial_shapes)):
         ref_y, ref_x = torch.meshgrid(
             torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
             torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),

@@ -1,0 +1,60 @@
+"""Build a config's detector with its checkpoint and turn image files into its input tensors
+(for the tools that look inside a model: FLOPs, pictures of sampling points, ONNX export)."""
+import os.path as osp
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def preprocess(model: nn.Module, data_batch: Dict[str, Any]
+               ) -> Tuple[torch.Tensor, Optional[list]]:
+    """The detector's own preprocessing: ``(B, 3, H, W)`` inputs and their data samples."""
+    data = model.data_preprocessor(data_batch, training=False)
+    return data['inputs'], data['data_samples']
+
+
+def load_detector(config: str, checkpoint: Optional[str], cfg_options: Optional[dict] = None,
+                  device: str = 'cpu') -> Tuple[nn.Module, Any]:
+    """Build the config's detector in eval mode and load ``checkpoint`` (random if None).
+
+    Raises:
+        UserInputError: the config or checkpoint file is missing.
+    """
+    from mmdet.apis import init_detector
+
+    from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
+    from dat_det.utils.config import load_config
+    from dat_det.utils.errors import UserInputError
+
+    cfg = load_config(config, cfg_options)
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise UserInputError(f'checkpoint not found: {checkpoint}')
+    allow_mmengine_checkpoints()
+    model = init_detector(cfg, checkpoint, device=device)
+    return model.eval(), cfg
+
+
+@torch.no_grad()
+def prepare_image(model: nn.Module, cfg: Any, image_path: str
+                  ) -> Tuple[torch.Tensor, list]:
+    """One image file through the config's test pipeline (annotations skipped) and the model's
+    preprocessor: ``(1, 3, H, W)`` inputs and the data sample.
+
+    Raises:
+        UserInputError: the image is missing or unreadable.
+    """
+    from mmengine.dataset import Compose, pseudo_collate
+
+    from dat_det.utils.errors import UserInputError
+
+    if not osp.isfile(image_path):
+        raise UserInputError(f'image not found: {image_path}')
+    transforms = [t for t in cfg.test_dataloader.dataset.pipeline
+                  if t['type'] != 'LoadAnnotations']
+    try:
+        data = Compose(transforms)(dict(img_path=image_path, img_id=0))
+    except Exception as err:  # noqa: BLE001 - mmcv raises various errors on bad files
+        raise UserInputError(f'cannot read image {image_path}: {err}') from err
+    return preprocess(model, pseudo_collate([data]))
