@@ -11,11 +11,10 @@ from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 
 import dat_det.models  # noqa: E402,F401
+from dat_det.models.checkpoint import from_mmdet, to_mmdet  # noqa: E402
 from dat_det.models.layers.deformable_detr import (  # noqa: E402
     MultiScaleDeformableAttention,
     encoder_proposals,
-    from_mmdet,
-    to_mmdet,
 )
 from tests.models.test_deformable_detr import NUM_CLASSES, make_batch  # noqa: E402
 

@@ -27,7 +27,7 @@ class MSDADINO(DINO):
     loss/predict flow and the config schema are mmdet's ``DINO``; the encoder is our Deformable
     DETR encoder and the decoder :class:`DINODecoder`, both on
     :func:`dat_det.ops.multi_scale_deformable_attn`. Weights convert to and from mmdet's
-    ``DINO`` with :func:`dat_det.models.layers.deformable_detr.from_mmdet` / ``to_mmdet``.
+    ``DINO`` with :func:`dat_det.models.checkpoint.from_mmdet` / ``to_mmdet``.
 
     Differences from mmdet's ``DINO``:
 
