@@ -36,7 +36,7 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
-                x = x.relu()
+                x = x.relu_()  # a fresh linear output: in place is safe for autograd
         return x
 
 

@@ -37,7 +37,8 @@ class FeedForward(nn.Module):
             raise ValueError(f'act_cfg type must be one of {sorted(_ACTIVATIONS)}, '
                              f'got {act_type}')
         self.fc1 = nn.Linear(embed_dims, feedforward_channels)
-        self.act = _ACTIVATIONS[act_type]()
+        # in place, as mmcv's FFN: no fresh (B, S, hidden) buffer per layer
+        self.act = nn.ReLU(inplace=True) if act_type == 'ReLU' else _ACTIVATIONS[act_type]()
         self.fc2 = nn.Linear(feedforward_channels, embed_dims)
         self.drop1 = nn.Dropout(ffn_drop)
         self.drop2 = nn.Dropout(ffn_drop)
