@@ -29,13 +29,17 @@ model = dict(
         box_noise_scale=1.0,
         group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=20)))
 
-max_epochs = 23
+max_epochs = 20
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5)
 ]
 default_hooks = dict(checkpoint=dict(interval=max_epochs))
+
+# From scratch: a larger lr than the Deformable DETR demo (5e-4) left the early plateau sooner
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+auto_scale_lr = dict(enable=False, base_batch_size=4)
 
 # 128 px (the images are 160-224 px; the shapes stay >= ~11 px) costs ~0.6x of 160 px
 image_scale = (128, 128)
@@ -54,6 +58,7 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
-train_dataloader = dict(batch_size=8, dataset=dict(pipeline=train_pipeline))
+# batch 4: twice the optimizer steps of batch 8 for ~1.15x the cost per image
+train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
