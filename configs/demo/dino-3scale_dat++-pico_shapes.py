@@ -1,7 +1,7 @@
 # The README's demo: DINO (3 scales, 1 encoder + 3 decoder layers, 128 channels) on dat_det's
 # multi-scale deformable attention (MSDADINO) over the tiny DAT++ backbone of the Deformable
 # DETR demo, trained from scratch on the generated shapes dataset on 2 CPU cores.
-# Everything not set here (backbone, neck, optimizer, clip, sampler, hooks) is that config's.
+# Everything not set here (backbone, neck, AdamW and its clip, sampler, hooks) is that config's.
 # One run of tools/demo.sh printed val bbox mAP 0.577 (20 epochs, 2 shared CPU cores).
 # Why this shape (trials on the same data; s/iter measured interleaved in one process): at
 # 128 px an iteration costs ~0.75x one at 160 px; one encoder layer and 256-wide feed-forward
