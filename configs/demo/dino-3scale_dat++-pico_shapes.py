@@ -2,7 +2,7 @@
 # multi-scale deformable attention (MSDADINO) over the tiny DAT++ backbone of the Deformable
 # DETR demo, trained from scratch on the generated shapes dataset on 2 CPU cores.
 # Everything not set here (backbone, neck, AdamW and its clip, sampler, hooks) is that config's.
-# One run of tools/demo.sh printed val bbox mAP 0.577 (20 epochs, 2 shared CPU cores).
+# Two runs of tools/demo.sh printed val bbox mAP 0.577 (20 epochs, 2 shared CPU cores).
 # Why this shape (trials on the same data; s/iter measured interleaved in one process): at
 # 128 px an iteration costs ~0.75x one at 160 px; one encoder layer and 256-wide feed-forward
 # layers cut it further (~0.8x), and this smaller model left the early loss plateau sooner
