@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEMO_CONFIG ?= configs/demo/deformable-detr-refine-twostage_dat++-pico_shapes.py
+DEMO_CONFIG ?= configs/demo/dino-3scale_dat++-pico_shapes.py
 DEMO_WORK_DIR ?= work_dirs/demo
 PYTEST_ARGS ?=
 

@@ -3,7 +3,7 @@
 # val split, and draw detections. Called by `make demo` (which installs and generates the data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONFIG=${CONFIG:-configs/demo/deformable-detr-refine-twostage_dat++-pico_shapes.py}
+CONFIG=${CONFIG:-configs/demo/dino-3scale_dat++-pico_shapes.py}
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 PY=${PY:-.venv/bin/python}
 # One compute thread leaves the second of two cores to the data-loading workers; on 2 shared
