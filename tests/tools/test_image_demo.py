@@ -16,8 +16,7 @@ cv2 = pytest.importorskip('cv2')
 from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
 from tests.tools.tiny_configs import TINY_DAT, random_checkpoint  # noqa: E402
 
-DEMO_CONFIG = REPO_ROOT / 'configs' / 'demo' / \
-    'deformable-detr-refine-twostage_dat++-pico_shapes.py'
+DEMO_CONFIG = REPO_ROOT / 'configs' / 'demo' / 'dino-3scale_dat++-pico_shapes.py'
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross')
 MASK_RCNN = REPO_ROOT / 'configs' / 'dat' / 'mask-rcnn_dat++-t_fpn_1x_coco.py'
 
