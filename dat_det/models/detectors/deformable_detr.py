@@ -86,8 +86,9 @@ class MSDADeformableDETR(DeformableDETR):
         coder_cfg['layer_cfg'] = layer_cfg
         return coder_cfg
 
-    def init_weights(self) -> None:
-        """Xavier for the transformer matrices, the 米 init for every attention."""
+    def init_transformer_weights(self) -> None:
+        """Submodules' own init, Xavier for the encoder/decoder matrices, the 米 init for
+        every attention (shared with :class:`MSDADINO`)."""
         super(DeformableDETR, self).init_weights()
         for coder in self.encoder, self.decoder:
             for p in coder.parameters():
@@ -96,6 +97,10 @@ class MSDADeformableDETR(DeformableDETR):
         for m in self.modules():
             if isinstance(m, MultiScaleDeformableAttention):
                 m.init_weights()
+
+    def init_weights(self) -> None:
+        """Xavier for the transformer matrices, the 米 init for every attention."""
+        self.init_transformer_weights()
         if self.as_two_stage:
             nn.init.xavier_uniform_(self.memory_trans_fc.weight)
             nn.init.xavier_uniform_(self.pos_trans_fc.weight)

@@ -2,7 +2,7 @@
 from typing import Dict, Optional, Tuple
 
 import torch
-from mmdet.models.detectors import DINO, DeformableDETR
+from mmdet.models.detectors import DINO
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from ..layers.deformable_detr import (
     DeformableEncoder,
     DINODecoder,
-    MultiScaleDeformableAttention,
     SinePositionalEncoding,
     select_topk,
 )
@@ -69,14 +68,7 @@ class MSDADINO(DINO):
 
     def init_weights(self) -> None:
         """Xavier for the transformer matrices and queries, the 米 init for every attention."""
-        super(DeformableDETR, self).init_weights()
-        for coder in self.encoder, self.decoder:
-            for p in coder.parameters():
-                if p.dim() > 1:
-                    nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MultiScaleDeformableAttention):
-                m.init_weights()
+        MSDADeformableDETR.init_transformer_weights(self)
         nn.init.xavier_uniform_(self.memory_trans_fc.weight)
         nn.init.xavier_uniform_(self.query_embedding.weight)
         nn.init.normal_(self.level_embed)
