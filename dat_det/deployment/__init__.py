@@ -1,10 +1,18 @@
-"""Export of dat_det detectors to ONNX (see :mod:`.deformable_detr_onnx`)."""
+"""Export of dat_det detectors to ONNX (see :mod:`.deformable_detr_onnx`).
+
+No function is replaced during export: the modules have declared export paths, taken while
+``torch.onnx.export`` traces them (``torch.onnx.is_in_onnx_export()``): the deformable
+attention op samples with its ``grid_sample`` reference
+(:func:`dat_det.ops.multi_scale_deformable_attn`), DAT's neighbourhood attention gathers its
+windows with ``index_select`` (:class:`dat_det.models.layers.dat.NeighborhoodAttention2D`),
+and the two-stage proposals are built from a traced ``spatial_shapes`` tensor
+(:func:`dat_det.models.layers.deformable_detr.encoder_proposals`).
+"""
 from .deformable_detr_onnx import (
     DeformableDETRForExport,
     detector_outputs,
 )
 from .onnx_check import compare_with_onnxruntime, export_onnx
-from .traceable import traceable_backbones
 
-__all__ = ['DeformableDETRForExport', 'detector_outputs',
-           'traceable_backbones', 'export_onnx', 'compare_with_onnxruntime']
+__all__ = ['DeformableDETRForExport', 'detector_outputs', 'export_onnx',
+           'compare_with_onnxruntime']

@@ -9,14 +9,14 @@ export path (:func:`dat_det.ops.multi_scale_deformable_attn` during ``torch.onnx
 then samples with the exact ``grid_sample`` reference on those traced sizes. ONNX has
 ``GridSample`` from opset 16.
 """
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from dat_det.models.layers.deformable_detr import level_start_index
 
-from .traceable import LevelSizes, proposals_on_traced_sizes
+LevelSizes = List[Tuple[int, int]]
 
 
 def encoder_reference_points(level_sizes: LevelSizes, device: torch.device) -> Tensor:
@@ -58,14 +58,14 @@ class DeformableDETRForExport(nn.Module):
             pos.append(level_pos + det.level_embed[lvl])
         memory, pos = torch.cat(flat, 1), torch.cat(pos, 1)
         valid_ratios = memory.new_ones(1, len(feats), 2)
-        with proposals_on_traced_sizes(level_sizes):
-            references = encoder_reference_points(level_sizes, image.device)
-            for layer in det.encoder.layers:
-                memory = layer(memory, pos, references, spatial_shapes, start_index, None)
-            decoder_inputs, _ = det.pre_decoder(memory, None, spatial_shapes)
-            decoder_outputs = det.forward_decoder(
-                memory_mask=None, spatial_shapes=spatial_shapes, level_start_index=start_index,
-                valid_ratios=valid_ratios, **decoder_inputs)
+        references = encoder_reference_points(level_sizes, image.device)
+        for layer in det.encoder.layers:
+            memory = layer(memory, pos, references, spatial_shapes, start_index, None)
+        # two-stage proposals follow the traced spatial_shapes (encoder_proposals' export path)
+        decoder_inputs, _ = det.pre_decoder(memory, None, spatial_shapes)
+        decoder_outputs = det.forward_decoder(
+            memory_mask=None, spatial_shapes=spatial_shapes, level_start_index=start_index,
+            valid_ratios=valid_ratios, **decoder_inputs)
         scores, boxes = det.bbox_head(**decoder_outputs)
         return scores[-1], boxes[-1]
 

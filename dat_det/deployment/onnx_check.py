@@ -6,8 +6,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .traceable import traceable_backbones
-
 MIN_OPSET = 16  # GridSample
 
 
@@ -23,7 +21,7 @@ def export_onnx(module: nn.Module, image: Tensor, path: str, output_names: Seque
     if opset < MIN_OPSET:
         raise ValueError(f'opset {opset} has no GridSample; use >= {MIN_OPSET}')
     dynamic = {'image': {2: 'height', 3: 'width'}}
-    with torch.no_grad(), warnings.catch_warnings(), traceable_backbones():
+    with torch.no_grad(), warnings.catch_warnings():
         # the tracer warns about every Python int it records; the sizes that matter are traced
         warnings.simplefilter('ignore')
         torch.onnx.export(module, (image, ), path, dynamo=False, opset_version=opset,

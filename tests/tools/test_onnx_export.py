@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from torch import nn
 
 pytest.importorskip('mmdet')
 pytest.importorskip('onnxruntime')
@@ -72,3 +73,110 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_refine_model):
                                                    f'{tmp_path}/nope.pth'
     proc = run_tool('deployment/pytorch2onnx.py', str(config), str(checkpoint), '--opset', '13')
     assert proc.returncode == 2 and 'GridSample' in proc.stderr.strip().splitlines()[-1]
+
+
+def _export_and_run(module, example, others, tmp_path, input_names, dynamic):
+    """Export ``module(*example)`` (nothing swapped), run the graph with onnxruntime on each
+    input tuple of ``others`` and return ``(onnxruntime outputs, PyTorch outputs)`` pairs."""
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    path = str(tmp_path / 'part.onnx')
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(module, example, path, dynamo=False, opset_version=17,
+                          input_names=input_names, dynamic_axes=dynamic)
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    pairs = []
+    for inputs in others:
+        feed = {name: t.numpy() for name, t in zip(input_names, inputs)}
+        with torch.no_grad():
+            expected = module(*inputs)
+        expected = expected if isinstance(expected, tuple) else (expected, )
+        pairs.append((session.run(None, feed), [e.numpy() for e in expected]))
+    return pairs
+
+
+class FirstOutput(nn.Module):
+    """``module(x)[0]``: a DAT attention block's ``(B, C, H, W)`` output."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)[0]
+
+
+def test_neighborhood_attention_export_path_runs_at_every_size(tmp_path):
+    """The module's declared export path (index_select windows) gives a graph equal to PyTorch
+    at sizes other than the traced one, for its default (tiled) backend; the unfold reference
+    or the tile plan would freeze the traced size."""
+    import numpy as np
+    import torch
+
+    from dat_det.models.layers.dat import NeighborhoodAttention2D
+
+    torch.manual_seed(0)
+    attn = NeighborhoodAttention2D(16, 5, 2, rel_pos_bias=True, use_natten=False).eval()
+    assert attn.backend == 'tiled'
+    sizes = [(9, 11), (13, 8), (5, 6)]
+    images = [(torch.randn(1, 16, h, w), ) for h, w in sizes]
+    pairs = _export_and_run(FirstOutput(attn), images[0], images[1:], tmp_path, ['x'],
+                            {'x': {2: 'h', 3: 'w'}})
+    for (actual, ), (expected, ) in pairs:
+        assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gather_backend_equals_reference():
+    import torch
+
+    from dat_det.models.layers.dat import NeighborhoodAttention2D
+
+    torch.manual_seed(0)
+    gather = NeighborhoodAttention2D(16, 7, 2, rel_pos_bias=True, backend='gather')
+    ref = NeighborhoodAttention2D(16, 7, 2, rel_pos_bias=True, backend='reference')
+    ref.load_state_dict(gather.state_dict())
+    x = torch.randn(2, 16, 10, 9, requires_grad=True)
+    outs, grads = [], []
+    for m in (gather, ref):
+        y = m(x)[0]
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), [x, *m.parameters()]))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    for g, g_ref in zip(*grads):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_two_stage_proposals_export_path_follows_the_image_size(tmp_path):
+    """encoder_proposals traced with a spatial_shapes tensor of traced feature sizes: the
+    graph gives the eager proposals at other sizes (``.tolist()`` would freeze them)."""
+    import numpy as np
+    import torch
+
+    from dat_det.models.layers.deformable_detr import encoder_proposals
+
+    class Proposals(torch.nn.Module):
+        def forward(self, *feats):
+            shapes = torch.stack([torch._shape_as_tensor(f)[-2:] for f in feats])
+            memory = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], 1)
+            return encoder_proposals(memory, None, shapes)[:2]
+
+    module = Proposals()
+    sizes = [((12, 10), (6, 5)), ((8, 14), (4, 7)), ((20, 16), (10, 8))]
+    feats = [tuple(torch.randn(1, 4, h, w) for h, w in pair) for pair in sizes]
+    pairs = _export_and_run(module, feats[0], feats[1:], tmp_path, ['f0', 'f1'],
+                            {'f0': {2: 'h0', 3: 'w0'}, 'f1': {2: 'h1', 3: 'w1'}})
+    for inputs, (actual, expected) in zip(feats[1:], pairs):
+        shapes = [tuple(f.shape[-2:]) for f in inputs]
+        memory = torch.cat([f.flatten(2).transpose(1, 2) for f in inputs], 1)
+        eager = encoder_proposals(memory, None, shapes)  # Python-int sizes: the eager path
+        for a, e, ref in zip(actual, expected, eager[:2]):
+            np.testing.assert_array_equal(e, ref.numpy())
+            assert a.shape == e.shape
+            finite = np.isfinite(e)
+            assert (np.isfinite(a) == finite).all()
+            np.testing.assert_allclose(a[finite], e[finite], rtol=1e-5, atol=1e-5)

@@ -11,9 +11,9 @@ from ..layers.deformable_detr import (
     DeformableEncoder,
     DINODecoder,
     SinePositionalEncoding,
+    encoder_proposals,
     select_topk,
 )
-from . import deformable_detr
 from .deformable_detr import MSDADeformableDETR
 
 
@@ -92,10 +92,8 @@ class MSDADINO(DINO):
         if num_positions < self.num_queries:
             raise ValueError(f'the encoder has {num_positions} positions, fewer than '
                              f'num_queries={self.num_queries}: use larger images')
-        # looked up in the Deformable DETR detector's module, where the ONNX export puts a
-        # traceable version (dat_det.deployment.traceable.proposals_on_traced_sizes)
-        output_memory, proposals, valid = deformable_detr.encoder_proposals(
-            memory, memory_mask, spatial_shapes)
+        output_memory, proposals, valid = encoder_proposals(memory, memory_mask,
+                                                            spatial_shapes)
         output_memory = self.memory_trans_norm(self.memory_trans_fc(output_memory))
         last = self.decoder.num_layers
         enc_outputs_class = self.bbox_head.cls_branches[last](output_memory)

@@ -10,6 +10,7 @@ from .mlp import TransformerMLP, TransformerMLPWithConv, TransformerMLPWithConvV
 from .neighborhood_attention import (
     NeighborhoodAttention2D,
     neighborhood_attention_2d,
+    neighborhood_attention_2d_gather,
     neighborhood_attention_2d_tiled,
 )
 from .norm import LayerNorm2d
@@ -28,4 +29,5 @@ __all__ = [
     'NeighborhoodAttention2D', 'PadToMultiple', 'ShiftWindowAttention', 'TransformerMLP',
     'TransformerMLPWithConv', 'TransformerStage', 'Trunk', 'build_trunk', 'key_reference_points',
     'neighborhood_attention_2d', 'neighborhood_attention_2d_tiled', 'query_grid', 'resolve_arch',
+    'neighborhood_attention_2d_gather',
 ]

@@ -14,6 +14,10 @@ Two plain-PyTorch implementations:
   so each tile is one dense attention over its halo with an additive mask that keeps exactly
   the ``k*k`` keys of each query. It runs as ``F.scaled_dot_product_attention`` (the fused CPU
   kernel) over a halo gather about ``((tile + k - 1) / tile)^2`` times the key size.
+* :func:`neighborhood_attention_2d_gather`, the export path: the reference's windows gathered
+  by ``index_select`` of rows and columns (``Tensor.unfold`` and the tile plan, built from
+  Python ints, would freeze the traced size). :class:`NeighborhoodAttention2D` takes it
+  during ``torch.onnx.export`` whatever its backend, and as ``backend='gather'``.
 """
 import functools
 import importlib.util
@@ -24,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NATTEN_AVAILABLE = importlib.util.find_spec('natten') is not None
-BACKENDS = ('auto', 'natten', 'tiled', 'reference')
+BACKENDS = ('auto', 'natten', 'tiled', 'reference', 'gather')
 # Query tile side of the fast path: the halo attention does (tile + k - 1)^2 / k^2 times the
 # work of an exact gather (4x for k = 7), traded for dense fused kernels; 8 measured fastest on
 # CPU among 6..16 at COCO sizes.
@@ -82,6 +86,31 @@ def neighborhood_attention_2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         logits = logits + bias.permute(0, 1, 3, 2, 4).reshape(1, n, h, w, ks * ks)
     attn = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
     return torch.einsum('bnhwk,bnhwdk->bnhwd', attn, windows(v))
+
+
+def neighborhood_attention_2d_gather(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                     kernel_size: int, rpb: Optional[torch.Tensor] = None,
+                                     attn_drop: float = 0.0) -> torch.Tensor:
+    """:func:`neighborhood_attention_2d` by ``index_select`` of key rows and columns, which a
+    trace records for every map size (ONNX export). q, k, v ``(B, heads, H, W, hd)``, q
+    scaled -> same shape."""
+    b, n, h, w, d = q.shape
+    ks = kernel_size
+    keys_h, rel_h = neighborhood_indices(h, ks, q.device)
+    keys_w, rel_w = neighborhood_indices(w, ks, q.device)
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        # (B, n, H, W, d) -> (B, n, H, W, k*k, d)
+        t = t.index_select(2, keys_h.reshape(-1)).view(b, n, h, ks, w, d)
+        t = t.index_select(4, keys_w.reshape(-1)).view(b, n, h, ks, w, ks, d)
+        return t.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, n, h, w, ks * ks, d)
+
+    logits = torch.einsum('bnhwd,bnhwkd->bnhwk', q, gather(k))
+    if rpb is not None:
+        bias = rpb[:, rel_h[:, :, None, None], rel_w[None, None, :, :]]  # (n, H, k, W, k)
+        logits = logits + bias.permute(0, 1, 3, 2, 4).reshape(1, n, h, w, ks * ks)
+    attn = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
+    return torch.einsum('bnhwk,bnhwkd->bnhwd', attn, gather(v))
 
 
 def _axis_tiles(length: int, kernel_size: int, tile: int, device: torch.device
@@ -194,8 +223,10 @@ class NeighborhoodAttention2D(nn.Module):
         rel_pos_bias: learn a ``(heads, 2k-1, 2k-1)`` bias ``rpb`` (off in DAT++).
         use_natten: let ``backend='auto'`` pick natten when it is installed.
         backend: ``'auto'`` (natten if installed and allowed, else ``'tiled'``), ``'natten'``,
-            ``'tiled'`` (:func:`neighborhood_attention_2d_tiled`) or ``'reference'``
-            (:func:`neighborhood_attention_2d`).
+            ``'tiled'`` (:func:`neighborhood_attention_2d_tiled`), ``'reference'``
+            (:func:`neighborhood_attention_2d`) or ``'gather'``
+            (:func:`neighborhood_attention_2d_gather`). During ``torch.onnx.export`` every
+            backend runs ``'gather'``, whose graph is valid for every map size.
     """
 
     def __init__(self, dim: int, kernel_size: int, num_heads: int, attn_drop: float = 0.0,
@@ -236,8 +267,11 @@ class NeighborhoodAttention2D(nn.Module):
     def _attend(self, q, k, v):
         """q, k, v: (B, heads, H, W, hd), q unscaled -> (B, heads, H, W, hd)."""
         drop = self.attn_drop if self.training else 0.0
+        if self.backend == 'gather' or torch.onnx.is_in_onnx_export():
+            return neighborhood_attention_2d_gather(q * self.scale, k, v, self.kernel_size,
+                                                    self.rpb, drop)
         # A trace would freeze the tile plan (built from Python ints) to the traced size, so
-        # traces (ONNX export, FLOP counting) take the reference, which exporters may swap.
+        # other traces (FLOP counting) take the reference.
         if self.backend == 'tiled' and not torch.jit.is_tracing():
             return neighborhood_attention_2d_tiled(q, k, v, self.kernel_size, self.rpb, drop,
                                                    scale=self.scale)
