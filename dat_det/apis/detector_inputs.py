@@ -17,23 +17,17 @@ def preprocess(model: nn.Module, data_batch: Dict[str, Any]
 
 def load_detector(config: str, checkpoint: Optional[str], cfg_options: Optional[dict] = None,
                   device: str = 'cpu') -> Tuple[nn.Module, Any]:
-    """Build the config's detector in eval mode and load ``checkpoint`` (random if None).
+    """The config's detector in eval mode with ``checkpoint``'s weights (random if None), and
+    its config: :func:`dat_det.apis.init_detector` (same checks) with the config returned.
 
     Raises:
-        UserInputError: the config or checkpoint file is missing.
+        UserInputError: the config or checkpoint file is missing or unreadable, or the
+            checkpoint does not fit the config's model.
     """
-    from mmdet.apis import init_detector
+    from .inference import init_detector
 
-    from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
-    from dat_det.utils.config import load_config
-    from dat_det.utils.errors import UserInputError
-
-    cfg = load_config(config, cfg_options)
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        raise UserInputError(f'checkpoint not found: {checkpoint}')
-    allow_mmengine_checkpoints()
-    model = init_detector(cfg, checkpoint, device=device)
-    return model.eval(), cfg
+    model = init_detector(config, checkpoint, device=device, cfg_options=cfg_options)
+    return model, model.cfg
 
 
 @torch.no_grad()

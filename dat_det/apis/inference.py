@@ -17,7 +17,7 @@ from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
+from dat_det.utils.checkpoint_compat import mmengine_checkpoint_globals
 from dat_det.utils.config import load_config
 from dat_det.utils.errors import UserInputError, one_line
 
@@ -30,9 +30,9 @@ def read_checkpoint(path: str) -> dict:
     """
     if not osp.isfile(path):
         raise UserInputError(f'checkpoint not found: {path}')
-    allow_mmengine_checkpoints()
     try:
-        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        with mmengine_checkpoint_globals():  # mmengine's types allowed for this load only
+            checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
     except Exception as err:  # noqa: BLE001 - whatever torch.load raises, the file is unusable
         raise UserInputError(f'cannot read checkpoint {path}: {one_line(err)[:300]}') from err
     if not isinstance(checkpoint, Mapping):

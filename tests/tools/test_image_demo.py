@@ -157,7 +157,7 @@ def test_api_equals_mmdet_on_paths_and_arrays(models, tiny_shapes_root):
     from mmdet.apis import init_detector as mmdet_init_detector
 
     from dat_det.apis import DetInferencer, inference_detector, init_detector
-    from dat_det.utils.checkpoint_compat import allow_mmengine_checkpoints
+    from dat_det.utils.checkpoint_compat import mmengine_checkpoint_globals
 
     config, checkpoint = models['demo']
     image = str(tiny_shapes_root / 'val' / '000002.jpg')
@@ -165,15 +165,36 @@ def test_api_equals_mmdet_on_paths_and_arrays(models, tiny_shapes_root):
     assert model.dataset_meta['classes'] == SHAPES  # from the config: the checkpoint has none
     from_path = inference_detector(model, image).pred_instances
     from_array = inference_detector(model, mmcv.imread(image)).pred_instances
-    allow_mmengine_checkpoints()
-    reference = inference_detector(
-        mmdet_init_detector(str(config), str(checkpoint), device='cpu'), image).pred_instances
+    with mmengine_checkpoint_globals():
+        reference_model = mmdet_init_detector(str(config), str(checkpoint), device='cpu')
+    reference = inference_detector(reference_model, image).pred_instances
     for ours in (from_path, from_array):
         torch.testing.assert_close(ours.bboxes, reference.bboxes)
         torch.testing.assert_close(ours.scores, reference.scores)
         assert torch.equal(ours.labels, reference.labels)
     pred = DetInferencer(config, str(checkpoint), device='cpu')(image)['predictions'][0]
     torch.testing.assert_close(torch.tensor(pred['scores']), reference.scores)
+
+
+def test_loading_paths_are_one_and_leave_no_process_wide_globals(models):
+    """load_detector is init_detector with the config returned (the same weights), and
+    neither registers mmengine's checkpoint types as safe globals beyond the load."""
+    from mmengine.logging import HistoryBuffer
+
+    from dat_det.apis import init_detector, load_detector
+
+    config, checkpoint = models['demo']
+    options = {'model.test_cfg.max_per_img': 7}
+    model, cfg = load_detector(str(config), str(checkpoint), cfg_options=options)
+    reference = init_detector(config, str(checkpoint), device='cpu', cfg_options=options)
+    assert cfg.model.test_cfg.max_per_img == model.test_cfg['max_per_img'] == 7
+    assert not model.training
+    for (name, value), (ref_name, ref_value) in zip(model.state_dict().items(),
+                                                    reference.state_dict().items()):
+        assert name == ref_name and torch.equal(value, ref_value), name
+    get_safe_globals = getattr(torch.serialization, 'get_safe_globals', None)
+    if get_safe_globals is not None:
+        assert HistoryBuffer not in get_safe_globals()
 
 
 @pytest.mark.parametrize('case', ['missing image', 'unreadable image', 'empty folder',
