@@ -9,10 +9,10 @@ Writes PNGs named after the image:
 - ``*_dat_stageS_blockB.png`` (DAT backbone): the reference grid and the deformed key
   positions of each offset group of one deformable block (default: the last one of the last
   stage that has one);
-- ``*_ddetr_decoder.png`` (Deformable DETR): the sampling points of the top ``--top-k``
+- ``*_decoder.png`` (Deformable DETR, DINO): the sampling points of the top ``--top-k``
   detections' decoder queries in ``--layer``, one panel per level and one of all, coloured by
   attention weight, with the boxes;
-- ``*_ddetr_encoder.png`` with ``--encoder-points``: the same for the encoder queries under
+- ``*_encoder.png`` with ``--encoder-points``: the same for the encoder queries under
   those original-image pixels on ``--encoder-level``.
 """
 import argparse

@@ -121,7 +121,7 @@ def ddetr_pictures(model: nn.Module, inputs: Tensor, samples: Sequence[Any],
     fig = msda_figure(image, locs, weights, levels,
                       f'{name}: sampling points of the top {len(top)} detections',
                       boxes=_boxes_to_pixels(boxes[top], sample), box_texts=texts)
-    pictures.append(DeformablePicture('ddetr_decoder', fig, _kept(locs, image)))
+    pictures.append(DeformablePicture('decoder', fig, _kept(locs, image)))
 
     if encoder_points:
         name = _layer_names(records, 'encoder.')[layer]
@@ -133,7 +133,7 @@ def ddetr_pictures(model: nn.Module, inputs: Tensor, samples: Sequence[Any],
         fig = msda_figure(image, locs, weights, levels,
                           f'{name}: sampling points of {len(queries)} level-{encoder_level} '
                           'queries (+)', anchors=anchors)
-        pictures.append(DeformablePicture('ddetr_encoder', fig, _kept(locs, image)))
+        pictures.append(DeformablePicture('encoder', fig, _kept(locs, image)))
     return pictures
 
 

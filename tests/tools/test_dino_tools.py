@@ -36,8 +36,8 @@ def test_visualize_tool_draws_dino_sampling(tmp_path, tiny_dino, tiny_shapes_roo
                           str(tiny_shapes_root / 'val' / '000001.jpg'), '--out-dir', str(out),
                           '--encoder-points', '30', '20', '--top-k', '3'))
     names = sorted(p.name for p in out.glob('*.png'))
-    assert names == ['000001_dat_stage3_block1.png', '000001_ddetr_decoder.png',
-                     '000001_ddetr_encoder.png'], names
+    assert names == ['000001_dat_stage3_block1.png', '000001_decoder.png',
+                     '000001_encoder.png'], names
     wrote = [line for line in stdout.splitlines() if line.startswith('wrote ')]
     assert len(wrote) == 3 and all(int(w.split('(')[1].split()[0]) > 0 for w in wrote), stdout
 
@@ -54,7 +54,7 @@ def test_dino_trains_with_the_visualization_hook(tmp_path, tiny_shapes_root):
     assert 'coco/bbox_mAP' in stdout
     written = sorted(p.name for p in work_dir.glob('*/vis_data/vis_image/deformable_*.png'))
     assert written == ['deformable_000001_dat_stage3_block1_1.png',
-                       'deformable_000001_ddetr_decoder_1.png'], written
+                       'deformable_000001_decoder_1.png'], written
 
 
 def test_get_flops_counts_the_op_in_dino(tiny_dino):

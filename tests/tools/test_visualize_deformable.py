@@ -59,8 +59,8 @@ def test_tool_draws_dat_keys_and_ddetr_points(tmp_path, tiny_model, tiny_shapes_
                     '--out-dir', str(out), '--encoder-points', '30', '20', '--top-k', '3')
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = sorted(p.name for p in out.glob('*.png'))
-    assert names == ['000001_dat_stage3_block1.png', '000001_ddetr_decoder.png',
-                     '000001_ddetr_encoder.png'], names
+    assert names == ['000001_dat_stage3_block1.png', '000001_decoder.png',
+                     '000001_encoder.png'], names
     wrote = [line for line in proc.stdout.splitlines() if line.startswith('wrote ')]
     assert len(wrote) == 3, proc.stdout
     for line in wrote:
@@ -87,7 +87,7 @@ def test_pictures_plot_points_inside_the_image(tiny_model, tiny_shapes_root):
         assert (pts[:, 0] >= 0).all() and (pts[:, 0] <= width).all()
         assert (pts[:, 1] >= 0).all() and (pts[:, 1] <= height).all()
     # at init every query samples a star around itself: its level-0 points straddle the anchor
-    encoder = next(p for p in pictures if p.name == 'ddetr_encoder')
+    encoder = next(p for p in pictures if p.name == 'encoder')
     centre = encoder.points.mean(0)
     assert np.abs(centre - [10.0, 12.0]).max() < 0.5 * max(height, width)
 
@@ -111,7 +111,7 @@ def test_hook_writes_pictures_during_training(tmp_path, tiny_shapes_root):
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = sorted(p.name for p in work_dir.glob('*/vis_data/vis_image/deformable_*.png'))
     assert written == ['deformable_000001_dat_stage3_block1_1.png',
-                       'deformable_000001_ddetr_decoder_1.png'], written
+                       'deformable_000001_decoder_1.png'], written
 
 
 def test_recording_goes_through_the_declared_probe():
