@@ -49,16 +49,6 @@ def mmengine_checkpoint_globals() -> Iterator[None]:
         yield
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Register mmengine's checkpoint types as safe globals for the whole process.
-
-    Prefer :func:`mmengine_checkpoint_globals`, which scopes them to one load.
-    """
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is not None:
-        add_safe_globals(_mmengine_globals())
-
-
 def _zip_problem(path: str) -> str | None:
     """Why a torch zip checkpoint is unreadable (CRC of every record checked), None if fine."""
     try:
