@@ -1,5 +1,6 @@
 """The registered DAT backbone: presets, odd sizes, freezing, checkpointing, official weights."""
 import importlib.util
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from dat_det.models.checkpoint import load_official_dat, resize_position_tables 
 from dat_det.models.layers.dat import DAT_ARCH_SETTINGS  # noqa: E402
 from dat_det.testing import dat_official as ref  # noqa: E402  (DAT++ release)
 from dat_det.testing import dat_v1_official as ref_v1  # noqa: E402  (DAT v1 release)
+from dat_det.testing.weights import randomize_parameters  # noqa: E402
 
 # Small variants of the presets: same block types and options, fewer channels and blocks.
 SMALL = {
@@ -168,11 +170,7 @@ def _official_from_small(arch, img_size=224, small=True, **overrides):
     return release(img_size=img_size, **settings)
 
 
-def _randomize(module):
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn_like(p) * 0.1)
+_randomize = partial(randomize_parameters, seed=3, scale=0.1)
 
 
 # The v1 release runs only at its pre-training size (square, shift masks and rpe tables of

@@ -4,10 +4,13 @@ Without autograd, deformable attention builds its position bias a chunk of queri
 and window attention runs the fused 4-D SDPA kernel; with autograd both run the unfused path
 that ``test_dat_layers.py`` checks against the official code. The two must agree.
 """
+from functools import partial
+
 import pytest
 import torch
 
 from dat_det.models.layers.dat import DeformableAttention, LocalAttention, ShiftWindowAttention
+from dat_det.testing.weights import randomize_parameters
 
 BIAS_CASES = {
     'rpe_clamp': dict(offset_range_factor=-1),
@@ -20,11 +23,7 @@ BIAS_CASES = {
 }
 
 
-def _randomize(module: torch.nn.Module) -> None:
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
+_randomize = partial(randomize_parameters, seed=1, scale=0.3)
 
 
 @pytest.mark.parametrize('case', list(BIAS_CASES))

@@ -1,4 +1,6 @@
 """DAT / DAT++ layers against the official formulation (``dat_det.testing.dat_official``)."""
+from functools import partial
+
 import pytest
 import torch
 
@@ -18,22 +20,10 @@ from dat_det.models.layers.dat import (
 pytest.importorskip('einops')
 
 from dat_det.testing import dat_official as ref  # noqa: E402
+from dat_det.testing.weights import copy_weights, randomize_parameters  # noqa: E402
 
-
-def _copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
-    """Load ``src``'s parameters into ``dst``; the names must match exactly."""
-    src_sd = {k: v for k, v in src.state_dict().items()
-              if k.rsplit('.', 1)[-1] not in ('relative_position_index', 'attn_mask')}
-    result = dst.load_state_dict(src_sd, strict=False)
-    assert not result.unexpected_keys and not result.missing_keys, result
-
-
-def _randomize(module: torch.nn.Module) -> None:
-    """Non-trivial values everywhere (zero-initialised tables would hide bugs)."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn_like(p) * 0.2)
+_copy_weights = copy_weights
+_randomize = partial(randomize_parameters, seed=1, scale=0.2)
 
 
 DATT_CASES = {

@@ -1,4 +1,6 @@
 """DAT v1 (``formulation='v1'``, the ``dat-*`` presets) against a literal port of the v1 release."""
+from functools import partial
+
 import pytest
 import torch
 
@@ -13,23 +15,10 @@ from dat_det.models.layers.dat import (  # noqa: E402
     query_grid,
 )
 from dat_det.testing import dat_v1_official as v1  # noqa: E402
+from dat_det.testing.weights import copy_weights, randomize_parameters  # noqa: E402
 
-# Buffers of the release that dat_det recomputes.
-BUFFERS = ('relative_position_index', 'attn_mask')
-
-
-def _randomize(module: torch.nn.Module, seed: int = 1, scale: float = 0.2) -> None:
-    """Every parameter moved off its init (zero-initialised tables and offsets count)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn_like(p) * scale)
-
-
-def _copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
-    state = {k: v for k, v in src.state_dict().items() if k.rsplit('.', 1)[-1] not in BUFFERS}
-    result = dst.load_state_dict(state, strict=False)
-    assert not result.unexpected_keys and not result.missing_keys, result
+_randomize = partial(randomize_parameters, seed=1, scale=0.2)
+_copy_weights = copy_weights
 
 
 def _max_diff(a, b):
