@@ -1,4 +1,5 @@
-"""Weight helpers for comparing a dat_det module with a reference implementation."""
+"""Weights for comparing a dat_det module with a reference implementation: random values off
+the init, and a copy from one module into the other."""
 from typing import Sequence
 
 import torch
