@@ -2,6 +2,8 @@
 import torch
 import torch.nn as nn
 
+from .residual import depthwise_conv_plus_input
+
 
 class TransformerMLP(nn.Module):
     """Linear -> GELU -> Linear on a ``(B, C, H, W)`` map (official ``TransformerMLP``).
@@ -40,7 +42,8 @@ class TransformerMLPWithConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         x = self.drop1(self.linear1(x))
-        x = self.act(x + self.dwc(x))
+        # x + dwc(x) in one conv: the 4x-wide hidden map is not read and written once more
+        x = self.act(depthwise_conv_plus_input(self.dwc, x))
         return self.drop2(self.linear2(x))
 
 
