@@ -9,8 +9,9 @@ a fused kernel that never materializes the gathered rows.
 The backward is hand written (:func:`gather_backward`) so that it never materializes them
 either:
 
-- tap gradients ``<grad_out[bag], value_row>``: the per-sample-weight gradient of
-  ``embedding_bag``;
+- tap gradients ``<grad_out[bag], value_row>``: ``grad_out @ value.T`` sampled at the taps
+  (``torch.sparse.sampled_addmm``) on CPU, the per-sample-weight gradient of
+  ``embedding_bag`` elsewhere;
 - ``grad_value``: per level, the samples sorted by the row of their first corner become bags
   of a second ``embedding_bag`` over the rows of ``grad_out``, one per corner (a sorted segment
   sum instead of a scatter with atomics; see :func:`_scatter_to_rows`);
@@ -21,6 +22,7 @@ per level and the ``(B * heads, C, Lq, levels * points)`` intermediate. The code
 torch and device agnostic: the ``gather`` backend of the operator, its choice for CPU
 tensors.
 """
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -44,20 +46,48 @@ class BilinearTaps:
         first_rows: ``(n, k)`` unclamped rows of corner ``(x0, y0)``; corner ``j`` of a sample
             of level ``l`` is at ``first_rows + corner_row_offsets(...)[l, j]`` when inside.
         weights: ``(n, k, 4)`` attention weight times bilinear weight, 0 outside the map.
-        weight_x, weight_y: pairs of ``(n, k)`` masked bilinear weights of ``x0, x1`` and
-            ``y0, y1``.
-        inside_x, inside_y: pairs of ``(n, k)`` float masks of those coordinates.
+        weight_lower, weight_upper: ``(n, k, 2)`` masked bilinear weights of ``(x0, y0)`` and
+            ``(x1, y1)``.
+        inside_lower, inside_upper: ``(n, k, 2)`` float masks of those coordinates.
         attention: ``(n, k)`` attention weights.
     """
 
     rows: Tensor
     first_rows: Tensor
     weights: Tensor
-    weight_x: Tuple[Tensor, Tensor]
-    weight_y: Tuple[Tensor, Tensor]
-    inside_x: Tuple[Tensor, Tensor]
-    inside_y: Tuple[Tensor, Tensor]
+    weight_lower: Tensor
+    weight_upper: Tensor
+    inside_lower: Tensor
+    inside_upper: Tensor
     attention: Tensor
+
+    @property
+    def weight_x(self) -> Tuple[Tensor, Tensor]:
+        return self.weight_lower[..., 0], self.weight_upper[..., 0]
+
+    @property
+    def weight_y(self) -> Tuple[Tensor, Tensor]:
+        return self.weight_lower[..., 1], self.weight_upper[..., 1]
+
+    @property
+    def inside_x(self) -> Tuple[Tensor, Tensor]:
+        return self.inside_lower[..., 0], self.inside_upper[..., 0]
+
+    @property
+    def inside_y(self) -> Tuple[Tensor, Tensor]:
+        return self.inside_lower[..., 1], self.inside_upper[..., 1]
+
+    def tensors(self) -> Tuple[Tensor, ...]:
+        """What the backward needs besides the inputs (see :meth:`from_tensors`)."""
+        return (self.rows, self.first_rows, self.weights, self.weight_lower,
+                self.weight_upper, self.inside_lower, self.inside_upper)
+
+    @classmethod
+    def from_tensors(cls, tensors: Tuple[Tensor, ...], attention_weights: Tensor
+                     ) -> 'BilinearTaps':
+        """The taps from :meth:`tensors` and the attention weights they were made with."""
+        rows = tensors[0]
+        return cls(*tensors, attention=attention_weights.reshape(rows.shape[:2]))
 
 
 def bilinear_taps(spatial_shapes: Tensor, level_start_index: Tensor,
@@ -83,6 +113,7 @@ def bilinear_taps(spatial_shapes: Tensor, level_start_index: Tensor,
     weight_upper = frac * inside_upper
     weight_x = (weight_lower[..., 0], weight_upper[..., 0])
     weight_y = (weight_lower[..., 1], weight_upper[..., 1])
+    # (the pairs are views of the (n, k, 2) tensors, which are what the taps keep)
 
     num_rows = batch * num_values * heads
     index_dtype = torch.int32 if num_rows < 2**30 else torch.int64  # headroom for corners
@@ -109,14 +140,14 @@ def bilinear_taps(spatial_shapes: Tensor, level_start_index: Tensor,
     torch.mul(attn_y1, weight_x[0], out=weights[..., 2])
     torch.mul(attn_y1, weight_x[1], out=weights[..., 3])
     return BilinearTaps(rows=rows.clamp_(0, num_rows - 1), first_rows=row00, weights=weights,
-                        weight_x=weight_x, weight_y=weight_y,
-                        inside_x=(inside_lower[..., 0], inside_upper[..., 0]),
-                        inside_y=(inside_lower[..., 1], inside_upper[..., 1]),
+                        weight_lower=weight_lower, weight_upper=weight_upper,
+                        inside_lower=inside_lower, inside_upper=inside_upper,
                         attention=attention)
 
 
 def gather_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                   sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+                   sampling_locations: Tensor, attention_weights: Tensor,
+                   return_taps: bool = False) -> 'Tensor | Tuple[Tensor, BilinearTaps]':
     """Multi-scale deformable attention as one weighted gather (``embedding_bag``).
 
     Args:
@@ -129,7 +160,8 @@ def gather_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     All floating inputs must share one dtype (the operator casts them).
 
     Returns:
-        ``(B, Lq, heads * C)``.
+        ``(B, Lq, heads * C)``; with ``return_taps`` also the :class:`BilinearTaps`, which
+        :func:`gather_backward` can reuse instead of recomputing them.
     """
     batch, num_values, heads, channels = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
@@ -139,18 +171,20 @@ def gather_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     table = value.contiguous().view(-1, channels)
     out = F.embedding_bag(taps.rows.view(-1, taps_per_bag), table,
                           per_sample_weights=taps.weights.view(-1, taps_per_bag), mode='sum')
-    return out.view(batch, num_queries, heads * channels)
+    out = out.view(batch, num_queries, heads * channels)
+    return (out, taps) if return_taps else out
 
 
 def gather_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
                     level_start_index: Tensor, sampling_locations: Tensor,
                     attention_weights: Tensor, value_grad: bool = True,
-                    location_grad: bool = True, weight_grad: bool = True
+                    location_grad: bool = True, weight_grad: bool = True,
+                    taps: Optional[BilinearTaps] = None
                     ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """Gradients of :func:`gather_forward` for ``grad_out`` ``(B, Lq, heads * C)``.
 
-    The taps are recomputed from the inputs (a few element-wise ops on ``(n, k, 4)``
-    tensors): an operator returns only its output, so the forward cannot hand them over.
+    ``taps`` are those the forward made (``return_taps``); without them they are
+    recomputed from the inputs (a few dozen element-wise ops on ``(n, k, 4)`` tensors).
 
     Returns:
         ``grad_value``, ``grad_locations``, ``grad_weights`` (``None`` where not asked).
@@ -158,8 +192,9 @@ def gather_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
     batch, num_values, heads, channels = value.shape
     locations_shape = sampling_locations.shape
     levels, points = locations_shape[3], locations_shape[4]
-    taps = bilinear_taps(spatial_shapes, level_start_index, sampling_locations,
-                         attention_weights, num_values)
+    if taps is None:
+        taps = bilinear_taps(spatial_shapes, level_start_index, sampling_locations,
+                             attention_weights, num_values)
     taps_per_bag = levels * points * 4
     grad_bags = grad_out.contiguous().view(-1, channels)
     grad_value = grad_locations = grad_weights = None
@@ -172,8 +207,9 @@ def gather_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
         wx0, wx1 = taps.weight_x
         wy0, wy1 = taps.weight_y
         # d out / d (tap weight) per corner, each (n, k)
-        g00, g01, g10, g11 = _tap_weight_grads(grad_bags, table, taps.rows,
-                                               taps_per_bag).view(taps.rows.shape).unbind(-1)
+        g00, g01, g10, g11 = _tap_weight_grads(
+            grad_bags, table, taps.rows, taps_per_bag,
+            taps.weights).view(taps.rows.shape).unbind(-1)
         along_x0 = g00 * wx0 + g01 * wx1  # corners of row y0, summed along x
         along_x1 = g10 * wx0 + g11 * wx1
         if weight_grad:
@@ -193,19 +229,34 @@ def gather_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
 
 
 def _tap_weight_grads(grad_bags: Tensor, table: Tensor, rows: Tensor,
-                      taps_per_bag: int) -> Tensor:
-    """``(n * 4,)`` dot products ``<grad_out[bag], table[row]>`` of every tap: the
-    per-sample-weight gradient of ``embedding_bag``, by its own fused kernel (no gathered
-    rows are materialized)."""
+                      taps_per_bag: int, tap_weights: Tensor) -> Tensor:
+    """``(n * 4,)`` dot products ``<grad_out[bag], table[row]>`` of every tap (no gathered
+    rows are materialized).
+
+    On CPU: ``grad_out @ table.T`` sampled at the taps, ``torch.sparse.sampled_addmm`` with
+    the taps as a CSR matrix of ``taps_per_bag`` entries per bag (duplicates allowed); its
+    kernel runs vectorized dot products in parallel over the bags, several times faster
+    than the per-sample-weight gradient of ``embedding_bag``, which calls BLAS once per
+    tap. ``tap_weights`` (of the taps' shape) only fill the matrix's values, which
+    ``beta=0`` ignores. Elsewhere: that ``embedding_bag`` gradient.
+    """
     indices = rows.reshape(-1)
+    if indices.device.type == 'cpu':
+        index_dtype = indices.dtype if indices.numel() < 2**31 else torch.int64
+        crow = torch.arange(0, indices.numel() + 1, taps_per_bag, dtype=index_dtype)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter('ignore', UserWarning)
+            # valid by construction: rows clamped into the table, crow_indices increasing
+            taps = torch.sparse_csr_tensor(crow, indices.to(index_dtype),
+                                           tap_weights.reshape(-1),
+                                           size=(grad_bags.shape[0], table.shape[0]),
+                                           check_invariants=False)
+            return torch.sparse.sampled_addmm(taps, grad_bags, table.t(), beta=0.0).values()
     offsets = torch.arange(0, indices.numel(), taps_per_bag, device=indices.device,
                            dtype=indices.dtype)
-    if indices.device.type == 'cpu':
-        bag_of_tap = indices.new_empty(0)  # the CPU kernel derives it from the offsets
-    else:
-        bag_of_tap = torch.div(torch.arange(indices.numel(), device=indices.device,
-                                            dtype=indices.dtype), taps_per_bag,
-                               rounding_mode='floor')
+    bag_of_tap = torch.div(torch.arange(indices.numel(), device=indices.device,
+                                        dtype=indices.dtype), taps_per_bag,
+                           rounding_mode='floor')
     return torch.ops.aten._embedding_bag_per_sample_weights_backward(
         grad_bags, table, indices, offsets, bag_of_tap, 0)
 

@@ -17,7 +17,11 @@ The operator is registered with ``torch.library`` as ``dat_det::multi_scale_defo
 (:data:`OP_NAME`) with a fake implementation (shapes only) and an autograd formula whose
 gradients come from a second operator, ``dat_det::multi_scale_deformable_attn_backward``. So
 ``torch.compile`` and ``torch.jit.trace`` see one node per call, never a graph break, and the
-FLOP counter keys on that name. The backend is a string argument of the operator:
+FLOP counter keys on that name. The operator returns its output and, when asked
+(``save_taps``, set by :func:`multi_scale_deformable_attn` for the ``gather`` backend when a
+gradient will be needed), the bilinear taps of the ``gather`` backend, which autograd saves
+for the backward instead of recomputing them (empty tensors otherwise). The backend is a
+string argument of the operator:
 
 - ``pytorch``: the exact ``grid_sample`` reference (any device).
 - ``gather`` (alias ``cpu``): one weighted gather over all levels (``embedding_bag``); several
@@ -49,7 +53,7 @@ import torch
 from torch import Tensor
 
 from . import msda_triton
-from .msda_gather import gather_backward, gather_forward
+from .msda_gather import BilinearTaps, gather_backward, gather_forward
 from .msda_pytorch import msda_pytorch, msda_pytorch_backward
 from .msda_validation import check_level_layout, check_level_sizes, check_msda_inputs
 
@@ -163,10 +167,13 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: SpatialShapes,
     check_msda_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                       attention_weights)
     name = resolve_backend(backend, value.device)
+    save_taps = name == 'gather' and torch.is_grad_enabled() and (
+        value.requires_grad or sampling_locations.requires_grad
+        or attention_weights.requires_grad)
     with torch.autocast(device_type=value.device.type, enabled=False):
         return torch.ops.dat_det.multi_scale_deformable_attn(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            name)
+            name, save_taps)[0]
 
 
 def _export_decomposition(value: Tensor, spatial_shapes: SpatialShapes,
@@ -189,47 +196,78 @@ def _out_dtype(value: Tensor, compute_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if compute_dtype == torch.float64 else value.dtype
 
 
+#: the operator's outputs: the result, then the saved taps (:meth:`BilinearTaps.tensors`)
+OpOutputs = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+NUM_TAP_TENSORS = 7
+
+
 @torch.library.custom_op(OP_NAME, mutates_args=())
 def _msda_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-             sampling_locations: Tensor, attention_weights: Tensor, backend: str) -> Tensor:
+             sampling_locations: Tensor, attention_weights: Tensor, backend: str,
+             save_taps: bool = False) -> OpOutputs:
     """The operator (eager): inputs as :func:`multi_scale_deformable_attn`, ``backend`` one
-    of :data:`BACKENDS`."""
+    of :data:`BACKENDS`. Returns the output, then the seven tensors of the ``gather``
+    backend's :class:`BilinearTaps` when ``save_taps`` (empty tensors otherwise)."""
     compute = _compute_dtype(value, sampling_locations, attention_weights)
     if spatial_shapes.device.type == 'cpu':
         check_level_layout(value.shape[1], spatial_shapes, level_start_index)
     if backend == 'triton':
         with _direct_triton_launch():
-            return msda_triton.triton_forward(value, spatial_shapes, level_start_index,
-                                              sampling_locations, attention_weights, compute)
+            out = msda_triton.triton_forward(value, spatial_shapes, level_start_index,
+                                             sampling_locations, attention_weights, compute)
+        return (out, ) + _no_taps(value)
     value_c = value.to(compute)
     locations_c = sampling_locations.to(compute)
     weights_c = attention_weights.to(compute)
+    taps = _no_taps(value)
     if backend == 'gather':
         out = gather_forward(value_c, spatial_shapes.long(), level_start_index.long(),
-                             locations_c, weights_c)
+                             locations_c, weights_c, return_taps=save_taps)
+        if save_taps:
+            out, gathered = out
+            taps = gathered.tensors()
     elif backend == 'pytorch':
         out = msda_pytorch(value_c, level_sizes(spatial_shapes), locations_c, weights_c)
     else:
         raise ValueError(f'unknown backend {backend!r}; choose one of {BACKENDS}')
-    return out.to(_out_dtype(value, compute))
+    return (out.to(_out_dtype(value, compute)), ) + taps
+
+
+def _no_taps(like: Tensor) -> Tuple[Tensor, ...]:
+    """Empty stand-ins for the taps (not saved, or not a ``gather`` backend), on the device
+    of ``like``, float32 whatever the inputs' dtypes."""
+    return tuple(like.new_empty(0, dtype=torch.float32) for _ in range(NUM_TAP_TENSORS))
 
 
 @_msda_op.register_fake
 def _msda_fake(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-               sampling_locations: Tensor, attention_weights: Tensor, backend: str) -> Tensor:
-    batch, _, heads, channels = value.shape
+               sampling_locations: Tensor, attention_weights: Tensor, backend: str,
+               save_taps: bool = False) -> OpOutputs:
+    batch, num_values, heads, channels = value.shape
     compute = _compute_dtype(value, sampling_locations, attention_weights)
-    return value.new_empty((batch, sampling_locations.shape[1], heads * channels),
-                           dtype=_out_dtype(value, compute))
+    out = value.new_empty((batch, sampling_locations.shape[1], heads * channels),
+                          dtype=_out_dtype(value, compute))
+    if not (save_taps and backend == 'gather'):
+        return (out, ) + _no_taps(value)
+    # as gather_forward / bilinear_taps make them
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    samples = (batch * num_queries * heads, levels * points)
+    index_dtype = torch.int32 if batch * num_values * heads < 2**30 else torch.int64
+    rows = value.new_empty(samples + (4, ), dtype=index_dtype)
+    first_rows = value.new_empty(samples, dtype=index_dtype)
+    weights = value.new_empty(samples + (4, ), dtype=compute)
+    per_axis = [value.new_empty(samples + (2, ), dtype=compute) for _ in range(4)]
+    return (out, rows, first_rows, weights, *per_axis)
 
 
 @torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
 def _msda_backward_op(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
                       level_start_index: Tensor, sampling_locations: Tensor,
                       attention_weights: Tensor, backend: str, value_grad: bool,
-                      location_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                      location_grad: bool, taps: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(grad_value, grad_locations, grad_weights)`` of the operator, each in its
-    input's dtype; an empty tensor stands for a gradient not asked for."""
+    input's dtype; an empty tensor stands for a gradient not asked for. ``taps``: the tap
+    tensors the forward saved (``gather`` backend), or empty ones to recompute them."""
     compute = _compute_dtype(value, sampling_locations, attention_weights)
     if backend == 'triton':
         with _direct_triton_launch():
@@ -241,8 +279,11 @@ def _msda_backward_op(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
         locations_c = sampling_locations.to(compute)
         weights_c = attention_weights.to(compute)
         if backend == 'gather':
+            saved = (BilinearTaps.from_tensors(tuple(taps), weights_c)
+                     if len(taps) == NUM_TAP_TENSORS and taps[0].numel() else None)
             grads = gather_backward(*args, spatial_shapes.long(), level_start_index.long(),
-                                    locations_c, weights_c, value_grad, location_grad)
+                                    locations_c, weights_c, value_grad, location_grad,
+                                    taps=saved)
         elif backend == 'pytorch':
             grads = msda_pytorch_backward(*args, level_sizes(spatial_shapes), locations_c,
                                           weights_c, value_grad, location_grad)
@@ -259,7 +300,7 @@ def _msda_backward_op(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
 def _msda_backward_fake(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
                         level_start_index: Tensor, sampling_locations: Tensor,
                         attention_weights: Tensor, backend: str, value_grad: bool,
-                        location_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                        location_grad: bool, taps: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     return (torch.empty_like(value) if value_grad else value.new_empty(0),
             torch.empty_like(sampling_locations) if location_grad
             else sampling_locations.new_empty(0),
@@ -268,23 +309,25 @@ def _msda_backward_fake(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
 
 def _setup_context(ctx, inputs, output) -> None:
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend \
-        = inputs
+        = inputs[:6]
+    taps = output[1:]
+    ctx.mark_non_differentiable(*taps)
     ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations,
-                          attention_weights)
+                          attention_weights, *taps)
     ctx.backend = backend
 
 
-def _backward(ctx, grad_out: Tensor):
-    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = \
+def _backward(ctx, grad_out: Tensor, *_tap_grads):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *taps = \
         ctx.saved_tensors
-    value_grad, _, _, location_grad, weight_grad, _ = ctx.needs_input_grad
+    value_grad, _, _, location_grad, weight_grad = ctx.needs_input_grad[:5]
     grads = torch.ops.dat_det.multi_scale_deformable_attn_backward(
         grad_out, value, spatial_shapes, level_start_index, sampling_locations,
-        attention_weights, ctx.backend, value_grad, location_grad)
+        attention_weights, ctx.backend, value_grad, location_grad, taps)
     grad_value, grad_locations, grad_weights = grads
     return (grad_value if value_grad else None, None, None,
             grad_locations if location_grad else None,
-            grad_weights if weight_grad else None, None)
+            grad_weights if weight_grad else None, None, None)
 
 
 _msda_op.register_autograd(_backward, setup_context=_setup_context)
@@ -311,16 +354,16 @@ def _register_triton_decomposition() -> None:
     from torch._subclasses.functional_tensor import FunctionalTensorMode
 
     def forward_rule(mode, op, types, args, kwargs):
-        *inputs, backend = args
+        inputs, backend = args[:5], args[5]
         if backend != 'triton':
             return mode.__torch_dispatch__(op, types, args, kwargs)
         compute = _compute_dtype(inputs[0], inputs[3], inputs[4])
         with mode:
-            return msda_triton.triton_forward(*inputs, compute)
+            return (msda_triton.triton_forward(*inputs, compute), ) + _no_taps(inputs[0])
 
     def backward_rule(mode, op, types, args, kwargs):
         (grad_out, value, shapes, starts, locations, weights, backend, value_grad,
-         location_grad) = args
+         location_grad, _) = args
         if backend != 'triton':
             return mode.__torch_dispatch__(op, types, args, kwargs)
         compute = _compute_dtype(value, locations, weights)
