@@ -11,7 +11,8 @@ shared machine hits them alike and their ratio stays meaningful. Clocks:
 * ``'cuda-events'``: CUDA events recorded around the call (GPU time of the stream, without
   the host's synchronisation latency); CUDA only.
 
-Works with torch alone.
+:func:`profile` and :func:`time_shares` give one call's ``torch.profiler`` table and the
+shares of its CPU time spent in groups of operators. Works with torch alone.
 """
 from __future__ import annotations
 

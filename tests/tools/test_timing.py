@@ -35,3 +35,19 @@ def test_statistics():
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         time_interleaved({'f': lambda: None}, **{'iters': 1, 'warmup': 0, **kwargs})
+
+
+def test_time_shares_count_nested_operators_once(tmp_path):
+    """conv2d runs inside convolution, _convolution, ...: its group counts the outermost."""
+    import torch
+    import torch.nn.functional as F
+
+    from dat_det.utils.timing import profile, time_shares
+
+    x, w, m = torch.randn(1, 16, 96, 96), torch.randn(16, 16, 3, 3), torch.randn(32, 32)
+    table, events = profile(lambda: (F.conv2d(x, w), m @ m), path=tmp_path / 'table.txt')
+    assert 'aten::conv2d' in table and (tmp_path / 'table.txt').read_text() == table
+    shares = time_shares(events)
+    assert 0 < shares['convolution'] <= 1 and 0 < shares['linear / matmul'] <= 1
+    assert shares['convolution'] + shares['linear / matmul'] <= 1 + 1e-6
+    assert shares['deformable attention op'] == 0 and shares['total_ms'] > 0
