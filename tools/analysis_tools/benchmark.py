@@ -18,8 +18,8 @@ scores tie, float rounding can reorder them and the two DINOs' detections then d
 ``--compile`` times the model eager and under ``torch.compile`` (the same module, so the same
 weights) in one run, interleaved, and reports the speed-up of the compiled one; the first
 warm-up call compiles (the first training one compiles the training graphs, the backward
-ones included; Hungarian matching runs in scipy, so the loss is several graphs), so give
-``--train-warmup 2`` or more for a steady-state training figure.
+ones included; Hungarian matching runs in scipy, so the loss is several graphs), so with
+``--compile`` two training warm-up steps are the default (``--train-warmup``).
 
 Timings come from :func:`dat_det.utils.timing.time_interleaved`, shared by the benchmark
 tools: warm-up rounds, then timed rounds in alternating order; ``--clock cpu`` times this
@@ -77,7 +77,7 @@ def parse_args() -> argparse.Namespace:
                         help='timed training iterations (default: half of --iters)')
     parser.add_argument('--train-warmup', type=int, default=None,
                         help='untimed training iterations first (default: --warmup, at most '
-                             '2; with --compile give enough for the backward to compile)')
+                             '2; 2 with --compile, the first of which compiles)')
     parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
                         help="wall clock, or this process's CPU time (which other load on a "
                              'shared machine does not inflate)')
@@ -171,7 +171,9 @@ def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace,
         for model in models:
             model.train()
         steps = [train_step(model, batch) for model in models]
-        train_warmup = args.train_warmup if args.train_warmup is not None else min(args.warmup, 2)
+        train_warmup = args.train_warmup
+        if train_warmup is None:  # compiled: the first step compiles, the second is steady
+            train_warmup = 2 if args.compile else min(args.warmup, 2)
         train_iters = args.train_iters if args.train_iters is not None else max(args.iters // 2, 1)
         timings = timed(steps, train_iters, train_warmup, args.device, args.clock)
         for result, timing in zip(results, timings):
