@@ -37,6 +37,36 @@ def test_detector_benchmark_compares_with_mmdet(tmp_path, tiny_shapes_root):
     assert re.search(r'speed-up of ours over mmdet, train: [\d.]+x', out)
 
 
+def test_detector_benchmark_compiles_and_profiles(tmp_path, tiny_shapes_root):
+    """--compile times eager and compiled (aot_eager: graph capture without code generation,
+    cheap) and --profile writes a profiler table per model and step with operator shares."""
+    pytest.importorskip('mmdet')
+    from tests.tools.tiny_configs import tiny_ddetr_config
+
+    config = tiny_ddetr_config(tmp_path, tiny_shapes_root)
+    profile_dir = tmp_path / 'profile'
+    proc = run_tool('analysis_tools/benchmark.py', str(config), '--compile',
+                    '--compile-backend', 'aot_eager', '--train', '--img-size', '64', '64',
+                    '--iters', '1', '--warmup', '1', '--train-warmup', '1', '--clock', 'cpu',
+                    '--profile', str(profile_dir))
+    _assert_ok(proc)
+    out = proc.stdout
+    diff = float(re.search(r'max \|compiled - eager\| over scores and boxes: (\S+)',
+                           out).group(1))
+    assert diff < 1e-4
+    assert re.search(r'speed-up of compiled over eager, train: [\d.]+x', out)
+    tables = sorted(p.name for p in profile_dir.iterdir())
+    assert tables == ['MSDADeformableDETR__torch.compile_inference.txt',
+                      'MSDADeformableDETR__torch.compile_train.txt',
+                      'MSDADeformableDETR_inference.txt', 'MSDADeformableDETR_train.txt']
+    # the eager table lists dat_det's operator, and the shares name it with a nonzero share
+    assert 'dat_det::multi_scale_deformable_attn' in (
+        profile_dir / 'MSDADeformableDETR_train.txt').read_text()
+    shares = re.search(r'\[MSDADeformableDETR\] profiled train: [\d.]+ ms CPU time; '
+                       r'convolution (\d+)%, deformable attention op (\d+)%', out)
+    assert shares and int(shares.group(2)) > 0
+
+
 def test_backbone_benchmark_reports_equal_features(tmp_path):
     out_json = tmp_path / 'backbone.json'
     proc = run_tool('analysis_tools/benchmark_backbone.py', '--arch', 'dat-t', '--sizes',

@@ -4,6 +4,7 @@ Usage:
     python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT] [--img-size 512 512]
         [--batch-size 1] [--iters 20] [--warmup 5] [--train] [--compare]
         [--device cpu|cuda] [--threads N] [--backend BACKEND] [--compile]
+        [--train-iters N] [--train-warmup N] [--clock wall|cpu] [--profile DIR]
 
 Inputs are random images of ``--img-size``; without CHECKPOINT the weights are random (speed
 does not depend on them, and nothing is downloaded). ``--train`` also times a full training
@@ -16,13 +17,22 @@ scores tie, float rounding can reorder them and the two DINOs' detections then d
 (their per-position scores still agree); compare DINO outputs with a trained checkpoint.
 ``--compile`` times the model eager and under ``torch.compile`` (the same module, so the same
 weights) in one run, interleaved, and reports the speed-up of the compiled one; the first
-warm-up call compiles.
+warm-up call compiles (the first training one compiles the training graphs, the backward
+ones included; Hungarian matching runs in scipy, so the loss is several graphs), so with
+``--compile`` two training warm-up steps are the default (``--train-warmup``).
+
+Timings come from :func:`dat_det.utils.timing.time_interleaved`, shared by the benchmark
+tools: warm-up rounds, then timed rounds in alternating order; ``--clock cpu`` times this
+process's CPU time, which other load on a shared machine does not inflate. ``--profile DIR``
+profiles one more call of each timed step (``torch.profiler``), writes its key-averages table
+(operators by self time) to ``DIR/<model>_<inference|train>.txt`` and prints the shares of
+the profiled CPU time spent in convolutions, dat_det's deformable attention operator (with
+the work inside it) and linear layers / matmuls.
 """
 import argparse
 import copy
-import statistics
 import sys
-import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -35,6 +45,7 @@ from mmengine.utils import ProgressBar, import_modules_from_strings
 
 from dat_det.analysis.inputs import random_batch
 from dat_det.utils.memory import peak_rss_growth_mib
+from dat_det.utils.timing import profile, time_interleaved, time_shares
 
 # mmdet's detector with the same config schema and (converted) weights as ours
 MMDET_COUNTERPARTS = {'MSDADeformableDETR': 'DeformableDETR', 'MSDADINO': 'DINO'}
@@ -60,47 +71,43 @@ def parse_args() -> argparse.Namespace:
                         help='also time the model under torch.compile (speed-up vs eager)')
     parser.add_argument('--compile-mode', default=None,
                         help='mode of torch.compile, e.g. max-autotune-no-cudagraphs')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='backend of torch.compile (aot_eager: graph capture only)')
+    parser.add_argument('--train-iters', type=int, default=None,
+                        help='timed training iterations (default: half of --iters)')
+    parser.add_argument('--train-warmup', type=int, default=None,
+                        help='untimed training iterations first (default: --warmup, at most '
+                             '2; 2 with --compile, the first of which compiles)')
+    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                        help="wall clock, or this process's CPU time (which other load on a "
+                             'shared machine does not inflate)')
+    parser.add_argument('--profile', metavar='DIR', default=None,
+                        help='also profile one call of each step (torch.profiler) and write '
+                             'its table of operators by self time to DIR')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
 
-def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int,
-          device: str) -> List[Dict[str, float]]:
-    """Median/min/mean seconds of each of ``fns`` after ``warmup`` calls, peak memory (MiB):
+def timed(fns: Sequence[Callable[[], object]], iters: int, warmup: int, device: str,
+          clock: str = 'wall') -> List[Dict[str, Optional[float]]]:
+    """Median/min/mean seconds of each of ``fns`` after ``warmup`` rounds, peak memory (MiB):
     CUDA memory allocated during a call, or on CPU the growth of resident memory over one call
     (a lower bound: memory the allocator kept from earlier calls is reused, not counted; None
     where the RSS high-water mark cannot be reset).
 
-    Several functions are timed interleaved, in alternating order, so that a busy machine
-    slows them alike and their ratio stays meaningful; on a shared machine the minimum is the
-    least disturbed estimate.
+    The functions are timed interleaved (:func:`dat_det.utils.timing.time_interleaved`),
+    so that a busy machine slows them alike and their ratio stays meaningful; on a shared
+    machine the minimum is the least disturbed estimate.
     """
-    cuda = device.startswith('cuda')
     progress = ProgressBar(len(fns) * (warmup + iters), file=sys.stderr)  # stdout: results
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-            progress.update()
-    times: List[List[float]] = [[] for _ in fns]
-    peaks: List[Optional[float]] = [0.0] * len(fns)
-    for it in range(iters):
-        order = range(len(fns)) if it % 2 == 0 else reversed(range(len(fns)))
-        for i in order:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            fns[i]()
-            if cuda:
-                torch.cuda.synchronize()
-                peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated() / 2**20)
-            times[i].append(time.perf_counter() - start)
-            progress.update()
+    timings = time_interleaved(dict(enumerate(fns)), iters, warmup, device, clock=clock,
+                               track_cuda_memory=True, on_call=progress.update)
     sys.stderr.write('\n')
-    if not cuda:  # one more call each, outside the timing: its growth of peak RSS
+    peaks = [timings[i].peak_cuda_mib for i in range(len(fns))]
+    if not device.startswith('cuda'):  # one more call each, outside the timing: its growth
         peaks = [peak_rss_growth_mib(fn)[1] for fn in fns]
-    return [dict(median=statistics.median(t), min=min(t), mean=statistics.mean(t), peak_mib=p)
-            for t, p in zip(times, peaks)]
+    return [dict(median=timings[i].median, min=timings[i].min, mean=timings[i].mean,
+                 peak_mib=peak) for i, peak in enumerate(peaks)]
 
 
 def num_classes(model: torch.nn.Module) -> int:
@@ -142,27 +149,54 @@ def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
     return step
 
 
-def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace) -> List[Dict]:
-    """Inference (and training) timings of ``models`` on the same random batch."""
+def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace,
+                 names: Optional[Sequence[str]] = None) -> List[Dict]:
+    """Inference (and training) timings of ``models`` on the same random batch; with
+    ``args.profile`` also one profiled call of each step (tables written there, shares of
+    operator groups stored under ``'shares'``)."""
     with_masks = getattr(models[0], 'with_mask', False)
     batch = random_batch(args.img_size, args.batch_size, num_classes(models[0]), num_boxes=5,
                          with_masks=with_masks)
-    results: List[Dict] = [{} for _ in models]
+    results: List[Dict] = [{'shares': {}} for _ in models]
+    names = names or [f'model{i}' for i in range(len(models))]
     for model in models:
         model.eval()
     steps = [inference_step(model, batch) for model in models]
-    timings = timed(steps, args.iters, args.warmup, args.device)
+    timings = timed(steps, args.iters, args.warmup, args.device, args.clock)
     for result, timing, step in zip(results, timings, steps):
         result['inference'] = timing
         result['outputs'] = step()
+    profile_steps(steps, names, results, 'inference', args)
     if args.train:
         for model in models:
             model.train()
         steps = [train_step(model, batch) for model in models]
-        timings = timed(steps, max(args.iters // 2, 1), min(args.warmup, 2), args.device)
+        train_warmup = args.train_warmup
+        if train_warmup is None:  # compiled: the first step compiles, the second is steady
+            train_warmup = 2 if args.compile else min(args.warmup, 2)
+        train_iters = args.train_iters if args.train_iters is not None else max(args.iters // 2, 1)
+        timings = timed(steps, train_iters, train_warmup, args.device, args.clock)
         for result, timing in zip(results, timings):
             result['train'] = timing
+        profile_steps(steps, names, results, 'train', args)
     return results
+
+
+def _slug(name: str) -> str:
+    return ''.join(c if c.isalnum() or c in '-.' else '_' for c in name).strip('_')
+
+
+def profile_steps(steps: Sequence[Callable[[], object]], names: Sequence[str],
+                  results: List[Dict], phase: str, args: argparse.Namespace) -> None:
+    """With ``--profile DIR``: one profiled call of each step, its key-averages table written
+    to ``DIR/<model>_<phase>.txt`` and its operator-group shares kept in the results."""
+    if not args.profile:
+        return
+    for step, name, result in zip(steps, names, results):
+        path = Path(args.profile) / f'{_slug(name)}_{phase}.txt'
+        _, events = profile(step, args.device, path=path)
+        result['shares'][phase] = time_shares(events)
+        print(f'profile of {name}, {phase}, written to {path}', file=sys.stderr)
 
 
 def _mib(value: Optional[float]) -> str:
@@ -180,6 +214,10 @@ def report(name: str, results: Dict[str, Dict], batch_size: int) -> None:
         print(f'[{name}] train iteration: {tr["median"] * 1e3:.1f} ms (min '
               f'{tr["min"] * 1e3:.1f}, mean {tr["mean"] * 1e3:.1f}), '
               f'peak memory {_mib(tr["peak_mib"])}')
+    for phase, shares in results.get('shares', {}).items():
+        groups = ', '.join(f'{group} {share:.0%}' for group, share in shares.items()
+                           if group != 'total_ms')
+        print(f'[{name}] profiled {phase}: {shares["total_ms"]:.0f} ms CPU time; {groups}')
 
 
 def max_output_diff(ours: List[DetDataSample], theirs: List[DetDataSample]) -> float:
@@ -214,7 +252,8 @@ def main() -> None:
     if args.compare and args.compile:
         raise SystemExit('--compare and --compile are exclusive: run them separately')
     if args.compile:
-        models.append(torch.compile(model, mode=args.compile_mode))
+        models.append(torch.compile(model, mode=args.compile_mode,
+                                    backend=args.compile_backend))
         names.append(f'{cfg.model.type} (torch.compile)')
     if args.compare:
         from dat_det.models.checkpoint import to_mmdet
@@ -228,7 +267,7 @@ def main() -> None:
         reference.load_state_dict(to_mmdet(model.state_dict()), strict=True)
         models.append(reference.to(args.device))
         names.append(f'mmdet {mmdet_cfg.type}')
-    results = bench_models(models, args)
+    results = bench_models(models, args, names)
     for name, result in zip(names, results):
         report(name, result, args.batch_size)
     if args.compare:

@@ -46,15 +46,15 @@ with memory) of one inference and one training step per model.
 import argparse
 import json
 import multiprocessing as mp
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn as nn
 
 from dat_det.models.layers.dat import pad_to_multiple
 from dat_det.utils.memory import peak_rss_growth_mib
+from dat_det.utils.timing import time_interleaved
 
 
 def load_reference():
@@ -161,18 +161,10 @@ def interleaved_step_ms(arch: str, size, batch: int, device: str, iters: int, wa
     models = dict(official=reference.to(device).train(), dat_det=ours.to(device).train())
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     x = torch.randn(batch, 3, *size, device=device)
-    times = {k: [] for k in models}
-    for i in range(warmup + iters):
-        for which, model in models.items():
-            if device == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            train_step(model, x, optimizers[which], which == 'official')
-            if device == 'cuda':
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times[which].append(time.perf_counter() - start)
-    return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
+    timings = time_interleaved(
+        {k: (lambda k=k, m=m: train_step(m, x, optimizers[k], k == 'official'))
+         for k, m in models.items()}, iters, warmup, device)
+    return {k: 1000 * t.median for k, t in timings.items()}
 
 
 def check_equal(arch: str, size, device: str) -> float:
@@ -238,11 +230,6 @@ def build_peer(name: str) -> nn.Module:
     raise ValueError(f'unknown peer {name!r}; choose from {list(PEER_LABELS)}')
 
 
-def _sync(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
 def peer_train_step(model, x, optimizer):
     model.train()  # (mmdet's ResNet.train returns None: no chaining)
     loss = sum(f.float().square().mean() for f in model(x))
@@ -262,17 +249,8 @@ def interleaved_median_s(calls: Dict[str, Callable[[], object]], device: str, it
     """Median seconds of each call, the calls taking turns so that load affects all alike.
     ``clock='cpu'``: this process's CPU time (all its threads), which other processes on a
     shared machine do not inflate; comparable to wall time only with one thread."""
-    timer = time.process_time if clock == 'cpu' else time.perf_counter
-    times: Dict[str, List[float]] = {k: [] for k in calls}
-    for i in range(warmup + iters):
-        for name, call in calls.items():
-            _sync(device)
-            start = timer()
-            call()
-            _sync(device)
-            if i >= warmup:
-                times[name].append(timer() - start)
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    timings = time_interleaved(calls, iters, warmup, device, clock=clock)
+    return {k: t.median for k, t in timings.items()}
 
 
 def inference_peak_mib(name: str, size: Tuple[int, int], device: str, threads: int,

@@ -21,14 +21,13 @@ import functools
 import json
 import math
 import platform
-import statistics
-import time
 from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
 
 from dat_det.ops import available_backends, multi_scale_deformable_attn
+from dat_det.utils.timing import time_interleaved
 
 BASE_LEVELS = ((100, 150), (50, 75), (25, 38), (13, 19))
 BATCH, HEADS, CHANNELS, POINTS, DECODER_QUERIES = 2, 8, 32, 4, 300
@@ -155,27 +154,12 @@ def _dat_det_op(value: Tensor, shapes: Tensor, starts: Tensor, locations: Tensor
 
 def time_ms(fns: Dict[str, Callable[[], object]], device: torch.device, repeat: int,
             warmup: int) -> Dict[str, float]:
-    """Median wall time in ms of each function; rounds interleave the functions so that a
-    load change on a shared machine hits all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            if device.type == 'cuda':
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize(device)
-                times[name].append(start.elapsed_time(end))
-            else:
-                begin = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - begin) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median time in ms of each function (CUDA events on a GPU, wall clock otherwise); rounds
+    interleave the functions so that a load change on a shared machine hits all of them
+    alike."""
+    clock = 'cuda-events' if device.type == 'cuda' else 'wall'
+    timings = time_interleaved(fns, repeat, warmup, device, clock=clock)
+    return {name: timing.median * 1e3 for name, timing in timings.items()}
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[float]:

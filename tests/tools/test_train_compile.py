@@ -1,0 +1,86 @@
+"""``compile = ...`` in a config: tools/train.py's runner trains the model's compiled
+``train_step`` (mmengine's compile option) and its losses equal eager training's.
+
+The ``eager`` backend runs Dynamo's graph capture (graph breaks at the Hungarian matcher
+included) and then the captured graphs as they are, to keep CI time low; AOT autograd and
+Inductor on the same model are tested in tests/models/test_compile.py and by
+tests/tools/test_benchmarks.py.
+"""
+from __future__ import annotations
+
+import importlib.util
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+from tests.tools.tiny_configs import tiny_ddetr_config
+
+ITERS = 2
+SIZE = (64, 64)  # one input size: one compilation, the test stays cheap
+
+
+def _train_entry():
+    """tools/train.py as a module (its ``build_cfg`` applies the tool's own config steps)."""
+    spec = importlib.util.spec_from_file_location('dat_det_train_tool',
+                                                  REPO_ROOT / 'tools' / 'train.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train(base: Path, work_dir: Path, compile_cfg) -> tuple[dict, object]:
+    """Train ``ITERS`` iterations with a config that inherits ``base`` and sets ``compile``:
+    the losses of each iteration ({key: [values]}) and the runner."""
+    from dat_det.engine import build_runner
+    work_dir.mkdir()
+    config = work_dir / 'config.py'
+    config.write_text(f"""
+_base_ = ['{base}']
+compile = {compile_cfg!r}
+experiment_name = '{work_dir.name}'
+randomness = dict(seed=0, deterministic=True)
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={ITERS},
+                 val_interval={ITERS + 1})
+train_dataloader = dict(
+    sampler=dict(type='InfiniteSampler', shuffle=False), batch_sampler=None,
+    dataset=dict(pipeline=[
+        dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale={SIZE}, keep_ratio=False), dict(type='PackDetInputs')]))
+val_dataloader = val_cfg = val_evaluator = None
+test_dataloader = test_cfg = test_evaluator = None
+default_hooks = dict(checkpoint=None)
+""")
+    args = Namespace(config=str(config), work_dir=str(work_dir), amp=False,
+                     auto_scale_lr=False, resume=None, cfg_options=None, launcher='none')
+    cfg, _ = _train_entry().build_cfg(args)
+    runner = build_runner(cfg)
+    runner.train()
+    history = {key[len('train/'):]: [float(v) for v in scalar.data[0]]
+               for key, scalar in runner.message_hub.log_scalars.items()
+               if key.startswith('train/loss')}
+    return history, runner
+
+
+@pytest.mark.filterwarnings('ignore')
+def test_config_compile_trains_like_eager(tmp_path, tiny_shapes_root):
+    torch._dynamo.reset()
+    config = tiny_ddetr_config(tmp_path, tiny_shapes_root)
+    eager, _ = _train(config, tmp_path / 'eager', None)
+    frames_before = torch._dynamo.utils.counters['stats']['unique_graphs']
+    compiled, runner = _train(config, tmp_path / 'compiled', dict(backend='eager'))
+
+    # the runner's train_step is the compiled function and Dynamo captured graphs in it
+    assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable')
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] > frames_before
+
+    assert eager.keys() == compiled.keys() and 'loss' in eager
+    for key in eager:
+        assert len(compiled[key]) == len(eager[key]) == ITERS, key
+        assert all(torch.isfinite(torch.tensor(compiled[key]))), (key, compiled[key])
+        # step 1: the same weights and batch; step 2 also went through one compiled update
+        torch.testing.assert_close(torch.tensor(compiled[key]), torch.tensor(eager[key]),
+                                   atol=1e-4, rtol=1e-4, msg=key)
+    torch._dynamo.reset()
