@@ -8,8 +8,9 @@ WORK_DIR=${WORK_DIR:-work_dirs/demo}
 PY=${PY:-.venv/bin/python}
 # Two training processes (PyTorch DDP over gloo, tools/dist_train.sh) of one compute thread
 # each, batch 2 each: the config's total batch of 4. The model is so small that a step is
-# mostly per-operator overhead, which a second thread barely shortens and a second process
-# halves. NPROC=1 trains in one process (then also pass a batch of 4 to keep the recipe).
+# mostly per-operator overhead, which a second process on the second core shares out (an
+# iteration of 4 images took ~0.19 s instead of ~0.28 s in one process on 2 idle cores).
+# NPROC=1 trains in one process (then also pass a batch of 4 to keep the recipe).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 NPROC=${NPROC:-2}
 start=$(date +%s)
