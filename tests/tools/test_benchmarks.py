@@ -101,6 +101,20 @@ def test_backbone_benchmark_compares_with_peer_backbones(tmp_path):
                      proc.stdout)
 
 
+def test_detector_benchmark_trains_under_bf16_autocast(tmp_path, tiny_shapes_root):
+    """``--bf16``: the training step runs its forward and loss under bfloat16 autocast (the
+    GPU target script uses it for DINO, where mmcv's op has no bf16)."""
+    pytest.importorskip('mmdet')
+    from tests.tools.tiny_configs import tiny_ddetr_config
+
+    config = tiny_ddetr_config(tmp_path, tiny_shapes_root, with_box_refine=True)
+    proc = run_tool('analysis_tools/benchmark.py', str(config), '--train', '--bf16',
+                    '--img-size', '96', '128', '--iters', '2', '--warmup', '1')
+    _assert_ok(proc)
+    assert 'training under bfloat16 autocast' in proc.stdout
+    assert re.search(r'\[MSDADeformableDETR\] train iteration: [\d.]+ ms', proc.stdout)
+
+
 def test_detector_benchmark_trains_a_mask_config():
     """Mask heads need ground-truth masks in the random batch (and labels below the head's
     class count)."""

@@ -84,6 +84,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--profile', metavar='DIR', default=None,
                         help='also profile one call of each step (torch.profiler) and write '
                              'its table of operators by self time to DIR')
+    parser.add_argument('--bf16', action='store_true',
+                        help='run the training forward and loss under bfloat16 autocast (a '
+                             'non-finite loss stops the benchmark)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -134,14 +137,19 @@ def inference_step(model: torch.nn.Module, batch: Dict) -> Callable[[], list]:
     return step
 
 
-def train_step(model: torch.nn.Module, batch: Dict) -> Callable[[], None]:
-    """Preprocess, loss, backward, gradient clipping at 0.1 and an AdamW step."""
+def train_step(model: torch.nn.Module, batch: Dict, bf16: bool = False) -> Callable[[], None]:
+    """Preprocess, loss (under bfloat16 autocast if ``bf16``), backward, gradient clipping
+    at 0.1 and an AdamW step."""
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+    device_type = next(model.parameters()).device.type
 
     def step():
         data = model.data_preprocessor(copy.deepcopy(batch), True)
-        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
+        if bf16 and not torch.isfinite(loss):
+            raise RuntimeError(f'non-finite loss under bfloat16 autocast: {loss.item()}')
         optim.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.1)
@@ -168,9 +176,11 @@ def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace,
         result['outputs'] = step()
     profile_steps(steps, names, results, 'inference', args)
     if args.train:
+        if args.bf16:
+            print('training under bfloat16 autocast')
         for model in models:
             model.train()
-        steps = [train_step(model, batch) for model in models]
+        steps = [train_step(model, batch, args.bf16) for model in models]
         train_warmup = args.train_warmup
         if train_warmup is None:  # compiled: the first step compiles, the second is steady
             train_warmup = 2 if args.compile else min(args.warmup, 2)
