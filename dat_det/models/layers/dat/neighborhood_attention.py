@@ -56,6 +56,14 @@ def neighborhood_indices(length: int, kernel_size: int, device: torch.device
     return keys, rel
 
 
+def window_bias(rpb: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
+    """The relative-position bias of each query's window: ``rpb`` ``(heads, 2k-1, 2k-1)``,
+    ``rel_h`` ``(H, k)``, ``rel_w`` ``(W, k)`` -> ``(1, heads, H, W, k*k)``."""
+    bias = rpb[:, rel_h[:, :, None, None], rel_w[None, None, :, :]]  # (n, H, k, W, k)
+    n, h, ks, w, _ = bias.shape
+    return bias.permute(0, 1, 3, 2, 4).reshape(1, n, h, w, ks * ks)
+
+
 def neighborhood_attention_2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               kernel_size: int, rpb: Optional[torch.Tensor] = None,
                               attn_drop: float = 0.0) -> torch.Tensor:
@@ -82,8 +90,7 @@ def neighborhood_attention_2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     logits = torch.einsum('bnhwd,bnhwdk->bnhwk', q, windows(k))
     if rpb is not None:
-        bias = rpb[:, rel_h[:, :, None, None], rel_w[None, None, :, :]]  # (n, H, k, W, k)
-        logits = logits + bias.permute(0, 1, 3, 2, 4).reshape(1, n, h, w, ks * ks)
+        logits = logits + window_bias(rpb, rel_h, rel_w)
     attn = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
     return torch.einsum('bnhwk,bnhwdk->bnhwd', attn, windows(v))
 
@@ -107,8 +114,7 @@ def neighborhood_attention_2d_gather(q: torch.Tensor, k: torch.Tensor, v: torch.
 
     logits = torch.einsum('bnhwd,bnhwkd->bnhwk', q, gather(k))
     if rpb is not None:
-        bias = rpb[:, rel_h[:, :, None, None], rel_w[None, None, :, :]]  # (n, H, k, W, k)
-        logits = logits + bias.permute(0, 1, 3, 2, 4).reshape(1, n, h, w, ks * ks)
+        logits = logits + window_bias(rpb, rel_h, rel_w)
     attn = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
     return torch.einsum('bnhwk,bnhwkd->bnhwd', attn, gather(v))
 
