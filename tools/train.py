@@ -6,7 +6,9 @@
 Beyond mmengine's runner: checkpoints are written atomically, a NaN/inf loss stops the run
 (``custom_hooks = [dict(type='NonFiniteLossHook', action='skip')]`` skips such batches
 instead), unreadable training images are skipped and counted, and broken checkpoints or
-pretrained files are refused in one line (see docs/reliability.md).
+pretrained files are refused in one line (see docs/reliability.md). ``compile = True`` (or a
+dict of ``torch.compile`` arguments) in a config compiles the training step; on CPU Inductor
+then calls eager's random-number generator (see ``dat_det/engine/compile_options.py``).
 """
 import argparse
 import os
@@ -16,6 +18,7 @@ import torch
 from mmengine.config import DictAction
 
 from dat_det.engine import amp_optim_wrapper, build_runner, set_work_dir, teardown_distributed
+from dat_det.engine.compile_options import with_cpu_training_options
 from dat_det.engine.train_guards import (
     check_pretrained_files,
     guard_nonfinite_loss,
@@ -86,6 +89,8 @@ def build_cfg(args: argparse.Namespace):
     use_atomic_checkpoints(cfg)
     guard_nonfinite_loss(cfg)
     skip_unreadable_train_images(cfg)
+    if cfg.get('compile') is not None:
+        cfg.compile = with_cpu_training_options(cfg.compile, torch.cuda.is_available())
     return cfg, notes
 
 

@@ -84,3 +84,60 @@ def test_config_compile_trains_like_eager(tmp_path, tiny_shapes_root):
         torch.testing.assert_close(torch.tensor(compiled[key]), torch.tensor(eager[key]),
                                    atol=1e-4, rtol=1e-4, msg=key)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize('given, expected', [
+    (None, None),
+    (False, False),
+    (True, dict(options=dict(fallback_random=True))),
+    (dict(dynamic=False), dict(dynamic=False, options=dict(fallback_random=True))),
+    # the config's own options win; other options are kept
+    (dict(options=dict(fallback_random=False, freezing=True)),
+     dict(options=dict(fallback_random=False, freezing=True))),
+    # torch.compile takes a mode or options, and other backends have no such option
+    (dict(mode='max-autotune'), dict(mode='max-autotune')),
+    (dict(backend='eager'), dict(backend='eager')),
+])
+def test_cpu_training_compile_options(given, expected):
+    from dat_det.engine.compile_options import with_cpu_training_options
+    assert with_cpu_training_options(given, cuda=False) == expected
+    assert with_cpu_training_options(given, cuda=True) == given
+
+
+def test_train_tool_adds_the_cpu_options(tmp_path, tiny_shapes_root, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    base = tiny_ddetr_config(tmp_path, tiny_shapes_root)
+    config = tmp_path / 'compiled.py'
+    config.write_text(f"_base_ = ['{base}']\ncompile = True\n")
+    args = Namespace(config=str(config), work_dir=str(tmp_path / 'work'), amp=False,
+                     auto_scale_lr=False, resume=None, cfg_options=None, launcher='none')
+    cfg, _ = _train_entry().build_cfg(args)
+    assert cfg.compile == dict(options=dict(fallback_random=True))
+
+
+@pytest.mark.filterwarnings('ignore')
+def test_compiled_dropout_draws_eagers_random_numbers():
+    """With the CPU options, Inductor's training graph calls eager's generator: the same seed
+    gives the same dropout masks, outputs and gradients as eager (Inductor's own generator
+    would draw other masks)."""
+    from dat_det.engine.compile_options import with_cpu_training_options
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.5), torch.nn.Linear(64, 4))
+    x = torch.randn(32, 16)
+    compiled = torch.compile(model, **with_cpu_training_options(True, cuda=False))
+
+    def step(fn):
+        model.zero_grad()
+        torch.manual_seed(1)
+        out = fn(x)
+        out.square().sum().backward()
+        return out.detach(), model[0].weight.grad.clone()
+
+    step(compiled)  # compiles
+    out_eager, grad_eager = step(model)
+    out_compiled, grad_compiled = step(compiled)
+    torch.testing.assert_close(out_compiled, out_eager)
+    torch.testing.assert_close(grad_compiled, grad_eager)
+    torch._dynamo.reset()
