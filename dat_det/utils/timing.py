@@ -138,6 +138,7 @@ SHARE_GROUPS: Dict[str, Sequence[str]] = {
     'deformable attention op': ('dat_det::',),
     'linear / matmul': ('aten::linear', 'aten::addmm', 'aten::mm', 'aten::bmm',
                         'aten::matmul', 'aten::baddbmm'),
+    'random numbers': ('aten::bernoulli',),
 }
 
 

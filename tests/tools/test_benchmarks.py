@@ -135,3 +135,73 @@ def test_gpu_targets_script_refuses_without_cuda(tmp_path):
     assert proc.returncode == 2
     assert 'no CUDA device' in proc.stderr
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('arch', ['dat-t', 'dat++-t'])  # the 'v1' and 'v2' formulations
+def test_dat_attention_benchmark_checks_the_in_kernel_bias(arch):
+    """The FlexAttention alternative builds the position bias inside the kernel from the
+    table; its output must equal the block's own attention (grid_sample bias + SDPA)."""
+    proc = run_tool('analysis_tools/benchmark_dat_attention.py', '--arch', arch, '--stage',
+                    '3', '--size', '96x160', '--iters', '1', '--warmup', '0', '--flex')
+    _assert_ok(proc)
+    assert '6x10 = 60 queries' in proc.stdout
+    diff = float(re.search(r'max \|flex - dat_det\| (\S+)', proc.stdout).group(1))
+    assert diff < 1e-5
+    for name in ('dat_det', 'bias only', 'SDPA without bias',
+                 'FlexAttention, bias in score_mod'):
+        assert re.search(rf'{name}: +[\d.]+ ms \(median CPU time\), [\d.]+x dat_det',
+                         proc.stdout), name
+
+
+def _benchmark_tool():
+    """tools/analysis_tools/benchmark.py as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'dat_det_benchmark_tool', REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_detector_benchmark_inductor_options():
+    """--compile holds freezing and fallback_random unless told otherwise; a mode or another
+    backend gets none, and a mode with options is refused."""
+    from argparse import Namespace
+    tool = _benchmark_tool()
+
+    def options(**kwargs):
+        args = dict(compile=True, compile_mode=None, compile_options=None,
+                    compile_backend='inductor')
+        return tool.inductor_options(Namespace(**{**args, **kwargs}))
+
+    assert options() == dict(freezing=True, fallback_random=True)
+    assert options(compile_options=dict(freezing=False)) == dict(freezing=False)
+    assert options(compile_mode='max-autotune') == {}
+    assert options(compile_backend='aot_eager') == {}
+    assert options(compile=False) == {}
+    with pytest.raises(SystemExit, match='exclusive'):
+        options(compile_mode='max-autotune', compile_options=dict(freezing=True))
+    # the options hold while the models run and are restored afterwards
+    import torch._inductor.config as inductor_config
+    before = inductor_config.freezing
+    with tool.inductor_config(dict(freezing=not before)):
+        assert inductor_config.freezing is (not before)
+    assert inductor_config.freezing is before
+
+
+@pytest.mark.filterwarnings('ignore')
+def test_detector_benchmark_freezes_inference_graphs():
+    """Held as the tool holds them, the options reach Inductor: a frozen inference graph keeps
+    the weights it was compiled with (``torch.compile(options=...)`` would leave freezing
+    off, and the graph would see the new weight)."""
+    tool = _benchmark_tool()
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)).eval()
+    compiled = torch.compile(model)
+    x = torch.randn(1, 4, 8, 8)
+    with tool.inductor_config(tool.DEFAULT_COMPILE_OPTIONS), torch.no_grad():
+        first = compiled(x)
+        model[0].weight.add_(1.0)
+        torch.testing.assert_close(compiled(x), first)
+    assert not torch.allclose(model(x), first)
+    torch._dynamo.reset()

@@ -4,7 +4,8 @@ Usage:
     python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT] [--img-size 512 512]
         [--batch-size 1] [--iters 20] [--warmup 5] [--train] [--compare]
         [--device cpu|cuda] [--threads N] [--backend BACKEND] [--compile]
-        [--train-iters N] [--train-warmup N] [--clock wall|cpu] [--profile DIR]
+        [--compile-options KEY=VALUE ...] [--train-iters N] [--train-warmup N]
+        [--clock wall|cpu] [--profile DIR]
 
 Inputs are random images of ``--img-size``; without CHECKPOINT the weights are random (speed
 does not depend on them, and nothing is downloaded). ``--train`` also times a full training
@@ -19,7 +20,15 @@ scores tie, float rounding can reorder them and the two DINOs' detections then d
 weights) in one run, interleaved, and reports the speed-up of the compiled one; the first
 warm-up call compiles (the first training one compiles the training graphs, the backward
 ones included; Hungarian matching runs in scipy, so the loss is several graphs), so with
-``--compile`` two training warm-up steps are the default (``--train-warmup``).
+``--compile`` two training warm-up steps are the default (``--train-warmup``). Inductor's
+options default to ``freezing=True`` (graphs compiled without autograd, i.e. inference, take
+the weights as constants: batch norms folded into convolutions, weights pre-packed for oneDNN;
+the benchmark times inference before any training step changes the weights) and
+``fallback_random=True`` (dropout in the compiled training graphs calls eager's random-number
+generator, faster on CPU than Inductor's inlined one; see
+``dat_det/engine/compile_options.py``), held as Inductor's config while the models run;
+``--compile-options`` replaces them (``--compile-options freezing=False`` for none of
+either), ``--compile-mode`` drops them.
 
 Timings come from :func:`dat_det.utils.timing.time_interleaved`, shared by the benchmark
 tools: warm-up rounds, then timed rounds in alternating order; ``--clock cpu`` times this
@@ -30,6 +39,7 @@ the profiled CPU time spent in convolutions, dat_det's deformable attention oper
 the work inside it) and linear layers / matmuls.
 """
 import argparse
+import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -46,6 +56,9 @@ from mmengine.utils import ProgressBar, import_modules_from_strings
 from dat_det.analysis.inputs import random_batch
 from dat_det.utils.memory import peak_rss_growth_mib
 from dat_det.utils.timing import profile, time_interleaved, time_shares
+
+# Inductor options of ``--compile`` (see the module docstring)
+DEFAULT_COMPILE_OPTIONS = dict(freezing=True, fallback_random=True)
 
 # mmdet's detector with the same config schema and (converted) weights as ours
 MMDET_COUNTERPARTS = {'MSDADeformableDETR': 'DeformableDETR', 'MSDADINO': 'DINO'}
@@ -73,6 +86,10 @@ def parse_args() -> argparse.Namespace:
                         help='mode of torch.compile, e.g. max-autotune-no-cudagraphs')
     parser.add_argument('--compile-backend', default='inductor',
                         help='backend of torch.compile (aot_eager: graph capture only)')
+    parser.add_argument('--compile-options', nargs='+', action=DictAction, default=None,
+                        metavar='KEY=VALUE',
+                        help='Inductor options of torch.compile (default: '
+                             'freezing=True fallback_random=True; see the module docstring)')
     parser.add_argument('--train-iters', type=int, default=None,
                         help='timed training iterations (default: half of --iters)')
     parser.add_argument('--train-warmup', type=int, default=None,
@@ -277,13 +294,52 @@ def main() -> None:
         reference.load_state_dict(to_mmdet(model.state_dict()), strict=True)
         models.append(reference.to(args.device))
         names.append(f'mmdet {mmdet_cfg.type}')
-    results = bench_models(models, args, names)
+    options = inductor_options(args)
+    if options:
+        print(f'Inductor options: {options}')
+    with inductor_config(options):
+        results = bench_models(models, args, names)
     for name, result in zip(names, results):
         report(name, result, args.batch_size)
     if args.compare:
         print_speedup(results[0], results[1], 'ours', 'mmdet')
     if args.compile:
         print_speedup(results[1], results[0], 'compiled', 'eager')
+        print_compile_bound(results[0])
+
+
+def inductor_config(options: Dict):
+    """A context holding Inductor's config at ``options`` (nothing when empty)."""
+    if not options:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config_module
+    return inductor_config_module.patch(options)
+
+
+def inductor_options(args: argparse.Namespace) -> Dict:
+    """Inductor config values to hold while the models run (``--compile-options``, else
+    :data:`DEFAULT_COMPILE_OPTIONS`; none with ``--compile-mode`` or another backend). They
+    are set as Inductor's config rather than passed as ``torch.compile(options=...)``, which
+    leaves ``freezing`` off."""
+    if args.compile_mode is not None and args.compile_options is not None:
+        raise SystemExit('--compile-mode and --compile-options are exclusive (torch.compile '
+                         'takes a mode or options)')
+    if not args.compile or args.compile_mode is not None or args.compile_backend != 'inductor':
+        return {}
+    return dict(DEFAULT_COMPILE_OPTIONS if args.compile_options is None
+                else args.compile_options)
+
+
+def print_compile_bound(eager: Dict) -> None:
+    """With ``--profile``: the speed-up a compiler could reach at most if it ran the profiled
+    operator groups (convolutions, GEMMs, dat_det's operator, random numbers: calls into
+    oneDNN / BLAS / the operator's own kernels either way) as eager does and everything else in
+    no time."""
+    for phase, shares in eager.get('shares', {}).items():
+        grouped = sum(v for k, v in shares.items() if k != 'total_ms')
+        print(f'eager {phase}: {grouped:.0%} of the profiled CPU time is in the operator '
+              f'groups; a compiled model that runs them as eager does is at most '
+              f'{1 / max(grouped, 1e-9):.2f}x faster')
 
 
 def print_speedup(ours: Dict, theirs: Dict, our_name: str, their_name: str) -> None:
