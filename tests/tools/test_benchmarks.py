@@ -112,6 +112,7 @@ def test_detector_benchmark_trains_under_bf16_autocast(tmp_path, tiny_shapes_roo
                     '--img-size', '96', '128', '--iters', '2', '--warmup', '1')
     _assert_ok(proc)
     assert 'training under bfloat16 autocast' in proc.stdout
+    assert 'first linear layer output in training: torch.bfloat16' in proc.stdout
     assert re.search(r'\[MSDADeformableDETR\] train iteration: [\d.]+ ms', proc.stdout)
 
 

@@ -174,6 +174,21 @@ def train_step(model: torch.nn.Module, batch: Dict, bf16: bool = False) -> Calla
     return step
 
 
+def report_linear_dtype(model: torch.nn.Module, step: Callable[[], None]) -> None:
+    """Run ``step`` once and print the dtype of the first linear layer's output in it (what
+    autocast made of it)."""
+    linear = next((m for m in model.modules() if isinstance(m, torch.nn.Linear)), None)
+    if linear is None:
+        return
+    dtypes: List[torch.dtype] = []
+    handle = linear.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    try:
+        step()
+    finally:
+        handle.remove()
+    print(f'first linear layer output in training: {dtypes[0] if dtypes else "not called"}')
+
+
 def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace,
                  names: Optional[Sequence[str]] = None) -> List[Dict]:
     """Inference (and training) timings of ``models`` on the same random batch; with
@@ -198,6 +213,8 @@ def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace,
         for model in models:
             model.train()
         steps = [train_step(model, batch, args.bf16) for model in models]
+        if args.bf16:
+            report_linear_dtype(models[0], steps[0])
         train_warmup = args.train_warmup
         if train_warmup is None:  # compiled: the first step compiles, the second is steady
             train_warmup = 2 if args.compile else min(args.warmup, 2)
