@@ -16,7 +16,10 @@ NPROC=${NPROC:-2}
 start=$(date +%s)
 
 echo "[demo] training $CONFIG (work dir $WORK_DIR)"
-PYTHON="$PY" bash tools/dist_train.sh "$CONFIG" "$NPROC" --work-dir "$WORK_DIR"
+# TRAIN_ARGS: more tools/train.py arguments, e.g. another schedule:
+#   TRAIN_ARGS="--cfg-options train_cfg.max_epochs=26 param_scheduler.1.end=26"
+# shellcheck disable=SC2086  # TRAIN_ARGS is split into arguments on purpose
+PYTHON="$PY" bash tools/dist_train.sh "$CONFIG" "$NPROC" --work-dir "$WORK_DIR" ${TRAIN_ARGS:-}
 checkpoint=$(cat "$WORK_DIR/last_checkpoint")
 
 echo "[demo] evaluating $checkpoint on the val split"

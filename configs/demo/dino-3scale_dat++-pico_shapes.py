@@ -11,8 +11,9 @@
 # on the plateau longer, and 40 denoising queries instead of 20 gave the same mAP (0.547 vs
 # 0.542 after 20 epochs in one process). On 2 idle cores two processes took ~0.19 s per
 # iteration of 4 images where one process took ~0.28 s, which buys 24 epochs in 10 minutes.
-# The mAP after a short schedule varies a lot from run to run: two-process runs gave 0.562
-# after 22 epochs, 0.639 after 24 and 0.669 after 26.
+# The mAP after a short schedule moves with its length, and not steadily: two-process runs
+# gave 0.562 after 22 epochs, 0.639 after 24 and 0.633 after 26 (tools/demo.sh with
+# TRAIN_ARGS="--cfg-options train_cfg.max_epochs=26 param_scheduler.1.end=26").
 _base_ = './deformable-detr-refine-twostage_dat++-pico_shapes.py'
 embed_dims = 128
 ffn_channels = 256
