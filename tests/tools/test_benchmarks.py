@@ -165,17 +165,18 @@ def _benchmark_tool():
 
 
 def test_detector_benchmark_inductor_options():
-    """--compile holds freezing and fallback_random unless told otherwise; a mode or another
-    backend gets none, and a mode with options is refused."""
+    """--compile holds freezing (and on CPU fallback_random) unless told otherwise; a mode or
+    another backend gets none, and a mode with options is refused."""
     from argparse import Namespace
     tool = _benchmark_tool()
 
     def options(**kwargs):
         args = dict(compile=True, compile_mode=None, compile_options=None,
-                    compile_backend='inductor')
+                    compile_backend='inductor', device='cpu')
         return tool.inductor_options(Namespace(**{**args, **kwargs}))
 
     assert options() == dict(freezing=True, fallback_random=True)
+    assert options(device='cuda') == dict(freezing=True)  # Inductor's CUDA RNG is fast
     assert options(compile_options=dict(freezing=False)) == dict(freezing=False)
     assert options(compile_mode='max-autotune') == {}
     assert options(compile_backend='aot_eager') == {}
@@ -200,7 +201,7 @@ def test_detector_benchmark_freezes_inference_graphs():
     model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)).eval()
     compiled = torch.compile(model)
     x = torch.randn(1, 4, 8, 8)
-    with tool.inductor_config(tool.DEFAULT_COMPILE_OPTIONS), torch.no_grad():
+    with tool.inductor_config(dict(tool.DEFAULT_COMPILE_OPTIONS)), torch.no_grad():
         first = compiled(x)
         model[0].weight.add_(1.0)
         torch.testing.assert_close(compiled(x), first)

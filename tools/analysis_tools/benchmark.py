@@ -23,7 +23,7 @@ ones included; Hungarian matching runs in scipy, so the loss is several graphs),
 ``--compile`` two training warm-up steps are the default (``--train-warmup``). Inductor's
 options default to ``freezing=True`` (graphs compiled without autograd, i.e. inference, take
 the weights as constants: batch norms folded into convolutions, weights pre-packed for oneDNN;
-the benchmark times inference before any training step changes the weights) and
+the benchmark times inference before any training step changes the weights) and, on CPU,
 ``fallback_random=True`` (dropout in the compiled training graphs calls eager's random-number
 generator, faster on CPU than Inductor's inlined one; see
 ``dat_det/engine/compile_options.py``), held as Inductor's config while the models run;
@@ -54,11 +54,13 @@ from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar, import_modules_from_strings
 
 from dat_det.analysis.inputs import random_batch
+from dat_det.engine.compile_options import CPU_TRAINING_OPTIONS
 from dat_det.utils.memory import peak_rss_growth_mib
 from dat_det.utils.timing import profile, time_interleaved, time_shares
 
-# Inductor options of ``--compile`` (see the module docstring)
-DEFAULT_COMPILE_OPTIONS = dict(freezing=True, fallback_random=True)
+# Inductor options of ``--compile`` (see the module docstring); on CPU also
+# dat_det.engine.compile_options.CPU_TRAINING_OPTIONS, as tools/train.py adds them
+DEFAULT_COMPILE_OPTIONS = dict(freezing=True)
 
 # mmdet's detector with the same config schema and (converted) weights as ours
 MMDET_COUNTERPARTS = {'MSDADeformableDETR': 'DeformableDETR', 'MSDADINO': 'DINO'}
@@ -335,7 +337,8 @@ def inductor_config(options: Dict):
 
 def inductor_options(args: argparse.Namespace) -> Dict:
     """Inductor config values to hold while the models run (``--compile-options``, else
-    :data:`DEFAULT_COMPILE_OPTIONS`; none with ``--compile-mode`` or another backend). They
+    :data:`DEFAULT_COMPILE_OPTIONS`, plus ``fallback_random`` on CPU; none with
+    ``--compile-mode`` or another backend). They
     are set as Inductor's config rather than passed as ``torch.compile(options=...)``, which
     leaves ``freezing`` off."""
     if args.compile_mode is not None and args.compile_options is not None:
@@ -343,8 +346,11 @@ def inductor_options(args: argparse.Namespace) -> Dict:
                          'takes a mode or options)')
     if not args.compile or args.compile_mode is not None or args.compile_backend != 'inductor':
         return {}
-    return dict(DEFAULT_COMPILE_OPTIONS if args.compile_options is None
-                else args.compile_options)
+    if args.compile_options is not None:
+        return dict(args.compile_options)
+    if torch.device(args.device).type == 'cpu':
+        return {**DEFAULT_COMPILE_OPTIONS, **CPU_TRAINING_OPTIONS}
+    return dict(DEFAULT_COMPILE_OPTIONS)
 
 
 def print_compile_bound(eager: Dict) -> None:
