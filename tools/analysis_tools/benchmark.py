@@ -36,7 +36,8 @@ process's CPU time, which other load on a shared machine does not inflate. ``--p
 profiles one more call of each timed step (``torch.profiler``), writes its key-averages table
 (operators by self time) to ``DIR/<model>_<inference|train>.txt`` and prints the shares of
 the profiled CPU time spent in convolutions, dat_det's deformable attention operator (with
-the work inside it) and linear layers / matmuls.
+the work inside it), linear layers / matmuls and random numbers; with ``--compile`` also the
+most a compiler that leaves those groups as eager runs them could gain (from the eager shares).
 """
 import argparse
 import contextlib
@@ -90,8 +91,8 @@ def parse_args() -> argparse.Namespace:
                         help='backend of torch.compile (aot_eager: graph capture only)')
     parser.add_argument('--compile-options', nargs='+', action=DictAction, default=None,
                         metavar='KEY=VALUE',
-                        help='Inductor options of torch.compile (default: '
-                             'freezing=True fallback_random=True; see the module docstring)')
+                        help='Inductor options of torch.compile (default: freezing=True, '
+                             'and fallback_random=True on CPU; see the module docstring)')
     parser.add_argument('--train-iters', type=int, default=None,
                         help='timed training iterations (default: half of --iters)')
     parser.add_argument('--train-warmup', type=int, default=None,
@@ -338,9 +339,8 @@ def inductor_config(options: Dict):
 def inductor_options(args: argparse.Namespace) -> Dict:
     """Inductor config values to hold while the models run (``--compile-options``, else
     :data:`DEFAULT_COMPILE_OPTIONS`, plus ``fallback_random`` on CPU; none with
-    ``--compile-mode`` or another backend). They
-    are set as Inductor's config rather than passed as ``torch.compile(options=...)``, which
-    leaves ``freezing`` off."""
+    ``--compile-mode`` or another backend). They are set as Inductor's config rather than
+    passed as ``torch.compile(options=...)``, which leaves ``freezing`` off."""
     if args.compile_mode is not None and args.compile_options is not None:
         raise SystemExit('--compile-mode and --compile-options are exclusive (torch.compile '
                          'takes a mode or options)')

@@ -115,19 +115,15 @@ def main() -> None:
             p.normal_(0.0, 0.1)
     h, w = stage_size(args.size, args.stage)
     x = torch.randn(1, attn.dim, h, w)
-    b, heads, hc = 1, attn.num_heads, attn.head_dim
-    with torch.no_grad():
+    heads, hc = attn.num_heads, attn.head_dim
+    with torch.no_grad():  # the inputs of _attend, as DeformableAttention.forward makes them
         q = attn.proj_q(x)
         pos, _ = attn.sampling_positions(q)
         n_sample = pos.shape[1] * pos.shape[2]
-        sampled = attn._sample_keys(x, pos).reshape(b, attn.dim, 1, n_sample)
-
-        def split_heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, heads, hc, -1).transpose(2, 3).contiguous()
-
-        q, k, v = split_heads(q), split_heads(attn.proj_k(sampled)), \
-            split_heads(attn.proj_v(sampled))
-    chunk = max(1, attn.bias_chunk_elements // (heads * n_sample))
+        sampled = attn._sample_keys(x, pos).reshape(1, attn.dim, 1, n_sample)
+        q, k, v = (attn.split_heads(t) for t in (q, attn.proj_k(sampled),
+                                                 attn.proj_v(sampled)))
+    chunk = attn.bias_chunk_queries(1, n_sample)
 
     def bias_only() -> None:
         for start in range(0, h * w, chunk):

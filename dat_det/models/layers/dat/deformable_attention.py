@@ -319,7 +319,7 @@ class DeformableAttention(nn.Module):
         # Without autograd, the bias of a chunk of queries is built, used by the fused SDPA
         # kernel and dropped: peak memory O(chunk * Ns) instead of O(HW * Ns).
         n_query, n_sample = h * w, k.shape[2]
-        chunk = max(1, self.bias_chunk_elements // (q.shape[0] * self.num_heads * n_sample))
+        chunk = self.bias_chunk_queries(q.shape[0], n_sample)
         out = torch.empty_like(q)
         for start in range(0, n_query, chunk):
             stop = min(start + chunk, n_query)
@@ -327,6 +327,17 @@ class DeformableAttention(nn.Module):
             out[:, :, start:stop] = F.scaled_dot_product_attention(
                 q[:, :, start:stop], k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
         return out
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) -> (B, heads, N, hc), head channels contiguous (the fused SDPA kernels
+        need a unit last stride)."""
+        return t.reshape(t.shape[0], self.num_heads, self.head_dim, -1).transpose(2, 3) \
+            .contiguous()
+
+    def bias_chunk_queries(self, batch: int, n_sample: int) -> int:
+        """Queries per chunk of the no-autograd path: ``bias_chunk_elements`` bias values of
+        all heads."""
+        return max(1, self.bias_chunk_elements // (batch * self.num_heads * n_sample))
 
     def forward(self, x: torch.Tensor):
         """(B, C, H, W) -> (out (B, C, H, W), pos (B, g, Hk, Wk, 2), ref (B, g, Hk, Wk, 2))."""
@@ -338,14 +349,8 @@ class DeformableAttention(nn.Module):
         hk, wk = pos.shape[1:3]
         n_sample = hk * wk
         sampled = self._sample_keys(x, pos).reshape(b, c, 1, n_sample)
-        heads, hc = self.num_heads, self.head_dim
-
-        def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, C, ...) -> (B, heads, N, hc)
-            # contiguous head channels: the fused SDPA kernels need a unit last stride
-            return t.reshape(b, heads, hc, -1).transpose(2, 3).contiguous()
-
-        out = self._attend(split_heads(q), split_heads(self.proj_k(sampled)),
-                           split_heads(self.proj_v(sampled)), pos, h, w)
+        out = self._attend(self.split_heads(q), self.split_heads(self.proj_k(sampled)),
+                           self.split_heads(self.proj_v(sampled)), pos, h, w)
         out = out.transpose(2, 3).reshape(b, c, h, w)
         if self.rpe_table is not None and self.dwc_pe:
             out = out + self.rpe_table(q)
