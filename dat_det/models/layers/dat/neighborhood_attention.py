@@ -226,7 +226,7 @@ class NeighborhoodAttention2D(nn.Module):
         kernel_size: odd neighbourhood side.
         num_heads: number of heads.
         attn_drop, proj_drop: dropout rates.
-        rel_pos_bias: learn a ``(heads, 2k-1, 2k-1)`` bias ``rpb`` (off in DAT++).
+        rel_pos_bias: learn natten's ``(heads, 2k-1, 2k-1)`` bias ``rpb`` (the releases always do).
         use_natten: let ``backend='auto'`` pick natten when it is installed.
         backend: ``'auto'`` (natten if installed and allowed, else ``'tiled'``), ``'natten'``,
             ``'tiled'`` (:func:`neighborhood_attention_2d_tiled`), ``'reference'``
@@ -236,7 +236,7 @@ class NeighborhoodAttention2D(nn.Module):
     """
 
     def __init__(self, dim: int, kernel_size: int, num_heads: int, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, rel_pos_bias: bool = False,
+                 proj_drop: float = 0.0, rel_pos_bias: bool = True,
                  qkv_bias: bool = True, use_natten: bool = True, backend: str = 'auto') -> None:
         super().__init__()
         if kernel_size % 2 != 1:

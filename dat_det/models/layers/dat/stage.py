@@ -94,7 +94,9 @@ class TransformerStage(nn.Module):
                 attn = ShiftWindowAttention(dim_embed, num_heads, window_size, attn_drop, drop,
                                             math.ceil(window_size / 2))
             elif spec == 'N':
-                attn = NeighborhoodAttention2D(dim_embed, nat_ksize, num_heads, attn_drop, drop)
+                # the releases' N blocks always learn natten's relative-position bias ``rpb``
+                attn = NeighborhoodAttention2D(dim_embed, nat_ksize, num_heads, attn_drop, drop,
+                                               rel_pos_bias=True)
             else:
                 attn = DeformableAttention(
                     dim_embed, num_heads, groups, fmap_size, stride=stride,
