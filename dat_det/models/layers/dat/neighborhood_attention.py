@@ -279,7 +279,7 @@ class NeighborhoodAttention2D(nn.Module):
     """Neighbourhood attention on ``(B, C, H, W)`` maps (official N block, natten semantics).
 
     Maps smaller than the kernel are zero-padded at the bottom/right before the qkv projection
-    and cropped afterwards, as natten's module does.
+    and cropped afterwards, as natten's module does (in an exported graph, at every size).
 
     Args:
         dim: channels C.
@@ -356,10 +356,17 @@ class NeighborhoodAttention2D(nn.Module):
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         b, c, h0, w0 = x.shape
         x = x.permute(0, 2, 3, 1)
-        pad_h = max(0, self.kernel_size - h0)
-        pad_w = max(0, self.kernel_size - w0)
-        if pad_h or pad_w:
+        if torch.onnx.is_in_onnx_export():
+            # sizes are traced tensors here: pad by a traced amount (maybe 0), never branch,
+            # or the graph would keep the padding decision of the traced size
+            pad_h = (self.kernel_size - torch.as_tensor(h0)).clamp(min=0)
+            pad_w = (self.kernel_size - torch.as_tensor(w0)).clamp(min=0)
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        else:
+            pad_h = max(0, self.kernel_size - h0)
+            pad_w = max(0, self.kernel_size - w0)
+            if pad_h or pad_w:
+                x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         h, w = x.shape[1:3]
         qkv = self.qkv(x).view(b, h, w, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, heads, H, W, hd)
