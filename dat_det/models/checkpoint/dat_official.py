@@ -30,8 +30,9 @@ RECOMPUTED_BUFFERS = ('relative_position_index', 'attn_mask', 'q_grid', 'referen
 # Per-stage output norms of the detection backbone (DAT-Detection and dat_det): not part of a
 # classification checkpoint.
 DETECTION_NORMS_PREFIX = 'norms.'
-# Keys named per category in a one-line error (the rest are counted).
-KEYS_SHOWN = 10
+# Keys named per category in a one-line error (the rest are counted); 20 name every rpb
+# of a DAT++ model without them.
+KEYS_SHOWN = 20
 
 
 class CheckpointMismatchError(UserInputError):
@@ -45,7 +46,7 @@ class LoadReport:
     loaded: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
-    mismatched: List[str] = field(default_factory=list)  # 'key (ckpt shape) != (model shape)'
+    mismatched: List[str] = field(default_factory=list)  # 'key (ckpt shape)!=(model shape)'
     resized: List[str] = field(default_factory=list)
     norms_at_init: List[str] = field(default_factory=list)
     classifier_at_init: List[str] = field(default_factory=list)
@@ -90,8 +91,7 @@ class LoadReport:
         if self.other_parts:
             lines.append(f'detector checkpoint: its backbone is loaded, the '
                          f'{len(self.other_parts)} tensors of '
-                         f'{", ".join(sorted({k.split(".", 1)[0] for k in self.other_parts}))} '
-                         f'are not used')
+                         f'{", ".join(_module_names(self.other_parts))} are not used')
         if self.norms_at_init:
             source = 'this checkpoint' if self.checkpoint_has_norms else 'an ImageNet checkpoint'
             lines.append(f'not in {source}: the detection output '
