@@ -49,3 +49,41 @@ def neighborhood_attention_per_query(q: torch.Tensor, k: torch.Tensor, v: torch.
             cols.append(torch.einsum('bnk,bnkd->bnd', logits.softmax(-1), values))
         rows.append(torch.stack(cols, dim=2))
     return torch.stack(rows, dim=2)
+
+
+def neighborhood_attention_block_per_query(x: torch.Tensor, qkv_weight: torch.Tensor,
+                                           qkv_bias: Optional[torch.Tensor],
+                                           proj_weight: torch.Tensor,
+                                           proj_bias: Optional[torch.Tensor], num_heads: int,
+                                           kernel_size: int,
+                                           rpb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The N block of the DAT++ releases (natten's module) on ``x`` (B, C, H, W).
+
+    Maps smaller than the kernel are zero-padded at the bottom/right before the qkv
+    projection and cropped after the attention; q is scaled by ``head_dim ** -0.5``.
+
+    Args:
+        qkv_weight, qkv_bias: (3C, C), (3C,) of the qkv projection (output order q, k, v,
+            each ``heads x head_dim``).
+        proj_weight, proj_bias: (C, C), (C,) of the output projection.
+        rpb: optional (heads, 2k-1, 2k-1).
+
+    Returns:
+        (B, C, H, W).
+    """
+    batch, channels, height, width = x.shape
+    head_dim = channels // num_heads
+    padded_h, padded_w = max(height, kernel_size), max(width, kernel_size)
+    canvas = x.new_zeros(batch, channels, padded_h, padded_w)
+    canvas[:, :, :height, :width] = x
+    qkv = torch.einsum('bchw,oc->bhwo', canvas, qkv_weight)
+    if qkv_bias is not None:
+        qkv = qkv + qkv_bias
+    # (B, H, W, 3, heads, hd) -> three (B, heads, H, W, hd)
+    qkv = qkv.reshape(batch, padded_h, padded_w, 3, num_heads, head_dim)
+    q, k, v = (qkv[:, :, :, i].permute(0, 3, 1, 2, 4) for i in range(3))
+    out = neighborhood_attention_per_query(q * head_dim ** -0.5, k, v, kernel_size, rpb)
+    out = out.permute(0, 2, 3, 1, 4).reshape(batch, padded_h, padded_w, channels)
+    out = out[:, :height, :width]
+    out = torch.einsum('bhwc,oc->bohw', out, proj_weight)
+    return out if proj_bias is None else out + proj_bias[:, None, None]

@@ -13,7 +13,13 @@ each through a channel LayerNorm (``norms.i``), as the mmdet backbone and DAT-De
 so the same file gives the same features as ``DAT(init_cfg=dict(type='Pretrained', ...))``
 (these norms are not in classification checkpoints and start as identities in both).
 ``feature_norms=False`` gives the raw stage outputs instead.
+
+Loading is strict, as for the mmdet backbone: a file tensor the model does not use, or a
+model weight the file lacks, is an error naming them (``pretrained_strict=False`` loads what
+fits and warns).
 """
+import functools
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -26,12 +32,16 @@ from timm.models._features import feature_take_indices
 from dat_det.models.checkpoint import (
     convert_official_dat_keys,
     extract_state_dict,
-    resize_position_tables,
+    match_official_state_dict,
 )
 from dat_det.models.layers.dat import LayerNorm2d, build_trunk, resolve_arch
 
 __all__ = ['DeformableAttentionTransformer', 'checkpoint_filter_fn']
 
+_logger = logging.getLogger(__name__)
+
+# The linear classifier, timm's ``pretrained_cfg['classifier']``.
+HEAD_PREFIX = 'cls_head.'
 # Parameters that the official training excludes from weight decay (no_weight_decay_keywords).
 NO_WEIGHT_DECAY_NAMES = ('rpe_table', 'relative_position_bias_table')
 
@@ -195,42 +205,50 @@ class DeformableAttentionTransformer(nn.Module):
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
-                         model: DeformableAttentionTransformer) -> Dict[str, torch.Tensor]:
+                         model: DeformableAttentionTransformer,
+                         strict: bool = True) -> Dict[str, torch.Tensor]:
     """An official DAT / DAT++ checkpoint (classification, DAT-Detection or a dat_det detector)
     as a state dict of ``model``: wrappers stripped, recomputed buffers dropped, position
-    tables resized bicubically; feature norms absent from the file keep their init, those of
-    a detector's backbone are dropped for a model without feature norms.
+    tables resized. The feature norms absent from a classification file, and the classifier
+    absent from a backbone or detector file, keep their init (logged). ``cls_head`` is passed
+    on as it is: timm drops it when ``num_classes`` differs from the file's.
 
     Raises:
-        ValueError: trunk weights of ``model`` are missing from the file, or it holds weights
-            ``model`` does not have (a checkpoint of another architecture).
+        CheckpointMismatchError: ``strict`` (timm's ``pretrained_strict``) and a tensor of
+            the file that ``model`` does not use (e.g. a detector's output norms for a model
+            without ``feature_norms``), or a weight of ``model`` the file lacks.
     """
-    state_dict = convert_official_dat_keys(extract_state_dict(state_dict), keep_classifier=True)
-    target = model.state_dict()
-    state_dict, _ = resize_position_tables(state_dict, target)
-    for key, value in target.items():
-        if key.startswith('norms.') and key not in state_dict:
-            state_dict[key] = value
-    # a detector's output norms, for a model without feature norms
-    state_dict = {k: v for k, v in state_dict.items()
-                  if k in target or not k.startswith('norms.')}
-    trunk_missing = [k for k in target if k not in state_dict
-                     and not k.startswith(('cls_norm.', 'cls_head.'))]
-    unexpected = [k for k in state_dict if k not in target]
-    if trunk_missing or unexpected:
-        raise ValueError(
-            f'checkpoint does not fit this DAT model: {len(trunk_missing)} weights missing '
-            f'{trunk_missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}')
-    return state_dict
+    state_dict = extract_state_dict(state_dict)
+    model_state = model.state_dict()
+    tensors, report = match_official_state_dict(state_dict, model_state, keep_classifier=True)
+    # a head of another size (or none): timm's classifier adaptation decides, not this filter
+    head = {k: v for k, v in convert_official_dat_keys(state_dict, keep_classifier=True).items()
+            if k.startswith(HEAD_PREFIX) and k not in tensors}
+    report.unexpected = [k for k in report.unexpected if not k.startswith(HEAD_PREFIX)]
+    report.mismatched = [k for k in report.mismatched if not k.startswith(HEAD_PREFIX)]
+    if strict and not report.fits:
+        hint = 'pass pretrained_strict=False to timm.create_model to load what fits'
+        if any(k.startswith('norms.') for k in report.unexpected):
+            hint += ', or feature_norms=True to use the output norms'
+        raise report.error(hint)
+    for line in report.log_lines():
+        _logger.info(line)
+    if report.warning():
+        _logger.warning(report.warning())
+    for key in report.norms_at_init + report.classifier_at_init:
+        tensors[key] = model_state[key]  # timm loads strictly: keep these at their init
+    tensors.update(head)
+    return tensors
 
 
 def _create_dat(variant: str, arch: str, pretrained: bool = False,
                 **kwargs) -> DeformableAttentionTransformer:
     if kwargs.get('features_only'):
         kwargs.setdefault('feature_norms', True)
+    strict = kwargs.get('pretrained_strict', True)
     return build_model_with_cfg(
         DeformableAttentionTransformer, variant, pretrained, arch=arch,
-        pretrained_filter_fn=checkpoint_filter_fn,
+        pretrained_filter_fn=functools.partial(checkpoint_filter_fn, strict=strict),
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
         **kwargs)
 

@@ -101,8 +101,11 @@ def test_detector_checkpoint_carries_its_trained_norms(tmp_path):
     with torch.no_grad():
         for feat, out in zip(feats_model(x), backbone(x)):
             torch.testing.assert_close(feat, out, rtol=0, atol=0)
-    # a classifier without feature norms takes the trunk (and needs a new head)
-    classifier = create('dat_pp_tiny', path, num_classes=3)
+    # a classifier takes the trunk (and needs a new head); without feature norms the
+    # detector's output norms would be unused, which only a partial load accepts
+    with pytest.raises(ValueError, match='unused by this model: norms.1.norm.weight'):
+        create('dat_pp_tiny', path, num_classes=3)
+    classifier = create('dat_pp_tiny', path, num_classes=3, feature_norms=True)
     torch.testing.assert_close(classifier.stages[3].attns[0].proj_q.weight,
                                backbone.stages[3].attns[0].proj_q.weight)
 

@@ -113,7 +113,7 @@ class FirstOutput(nn.Module):
 def test_neighborhood_attention_export_path_runs_at_every_size(tmp_path):
     """The module's declared export path (index_select windows) gives a graph equal to PyTorch
     at sizes other than the traced one, for its default (tiled) backend; the unfold reference
-    or the tile plan would freeze the traced size."""
+    or the tile plan would freeze the traced size, and so would a Python branch on padding."""
     import numpy as np
     import torch
 
@@ -122,7 +122,10 @@ def test_neighborhood_attention_export_path_runs_at_every_size(tmp_path):
     torch.manual_seed(0)
     attn = NeighborhoodAttention2D(16, 5, 2, rel_pos_bias=True, use_natten=False).eval()
     assert attn.backend == 'tiled'
-    sizes = [(9, 11), (13, 8), (5, 6)]
+    with torch.no_grad():
+        attn.rpb.normal_(0, 1.0)  # a bias that matters
+    # traced above the kernel; checked at maps the module pads to the kernel too
+    sizes = [(9, 11), (13, 8), (5, 6), (3, 7), (2, 2)]
     images = [(torch.randn(1, 16, h, w), ) for h, w in sizes]
     pairs = _export_and_run(FirstOutput(attn), images[0], images[1:], tmp_path, ['x'],
                             {'x': {2: 'h', 3: 'w'}})
@@ -149,6 +152,38 @@ def test_gather_backend_equals_reference():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     for g, g_ref in zip(*grads):
         torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_dat_pp_backbone_uses_its_neighbourhood_bias_in_onnx(tmp_path):
+    """A DAT++ backbone whose N blocks carry a large ``rpb`` exports with it: onnxruntime
+    equals PyTorch at other image sizes (stage maps smaller than the 7x7 kernel included),
+    and the same model with the bias zeroed is clearly different, so the graph holds it."""
+    import numpy as np
+    import torch
+    from mmdet.registry import MODELS
+
+    import dat_det.models  # noqa: F401
+    from tests.tools.tiny_configs import TINY_DAT
+
+    torch.manual_seed(0)
+    model = MODELS.build(dict(TINY_DAT))
+    model.eval()
+    biases = [p for name, p in model.named_parameters() if name.endswith('.rpb')]
+    assert len(biases) == 3
+    with torch.no_grad():
+        for p in biases:
+            p.normal_(0, 1.0)
+    images = [(torch.randn(1, 3, h, w), ) for h, w in [(96, 96), (112, 144), (64, 80)]]
+    pairs = _export_and_run(model, images[0], images[1:], tmp_path, ['image'],
+                            {'image': {2: 'h', 3: 'w'}})
+    for actual, expected in pairs:
+        for a, e in zip(actual, expected):
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        for p in biases:
+            p.zero_()
+        unbiased = model(*images[1])
+    assert max(np.abs(a - u.numpy()).max() for a, u in zip(pairs[0][0], unbiased)) > 1e-2
 
 
 def test_two_stage_proposals_export_path_follows_the_image_size(tmp_path):

@@ -9,19 +9,23 @@ from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..checkpoint import load_official_dat
+from ...utils.errors import UserInputError
+from ..checkpoint import extract_state_dict, load_official_dat, select_prefix
 from ..layers.dat import LayerNorm2d, build_trunk, resolve_arch
 
 # Sampling positions of one deformable block, for visualisation.
 SamplingPositions = Dict[str, Any]
+# Fields of a Pretrained init_cfg: mmengine's PretrainedInit's, and ``strict``.
+PRETRAINED_FIELDS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
 
 
 @MODELS.register_module()
 class DAT(BaseModule):
     """Vision Transformer with Deformable Attention (DAT, CVPR 2022) and DAT++.
 
-    The module tree and parameter names follow the official models, so official ImageNet
-    checkpoints load through ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+    The module tree and parameter names follow the official models, so official ImageNet and
+    DAT-Detection checkpoints load through ``init_cfg=dict(type='Pretrained',
+    checkpoint=...)``, strictly (see :meth:`init_weights`).
 
     Args:
         arch: preset name (``dat-t/s/b``, ``dat++-t/s/b``) or a dict of architecture fields.
@@ -36,7 +40,8 @@ class DAT(BaseModule):
         frozen_stages: freeze the stem (0) and stages ``< frozen_stages`` (-1: nothing).
         norm_eval: keep BatchNorm layers in eval mode (DAT itself only has LayerNorms).
         with_cp: activation checkpointing of every block.
-        init_cfg: e.g. ``dict(type='Pretrained', checkpoint='dat_pp_tiny_in1k_224.pth')``.
+        init_cfg: e.g. ``dict(type='Pretrained', checkpoint='dat_pp_tiny_in1k_224.pth')``
+            (add ``strict=False`` for a partial load).
         **arch_overrides: any architecture field overriding the preset (``dims``, ``depths``,
             ``stage_spec``, ``heads``, ``groups``, ``strides``, ``offset_range_factor``,
             ``formulation``, ...).
@@ -104,17 +109,41 @@ class DAT(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Official checkpoints for ``Pretrained`` init_cfg; the default init otherwise."""
+        """Official checkpoints for ``Pretrained`` init_cfg; the default init otherwise.
+
+        ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=None, map_location='cpu',
+        strict=True)``: mmengine's ``Pretrained`` fields plus ``strict``. The load is strict:
+        a checkpoint tensor this backbone does not use, or a weight it lacks, is an error
+        naming them, except the detection output norms ``norms.i``, absent from ImageNet
+        checkpoints (logged). ``strict=False`` loads what fits and warns about the rest.
+        """
         cfg = self.init_cfg
+        if isinstance(cfg, list) and any(c.get('type') == 'Pretrained' for c in cfg):
+            raise UserInputError("DAT takes a Pretrained init_cfg as one dict, "
+                                 "init_cfg=dict(type='Pretrained', checkpoint=...)")
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            logger = MMLogger.get_current_instance()
-            ckpt = CheckpointLoader.load_checkpoint(cfg['checkpoint'], logger=logger,
-                                                    map_location='cpu')
-            report = load_official_dat(self, ckpt)
-            logger.info(report.message())
+            self._load_pretrained(cfg)
             self._is_init = True
             return
         super().init_weights()
+
+    def _load_pretrained(self, cfg: Dict[str, Any]) -> None:
+        unknown = sorted(set(cfg) - set(PRETRAINED_FIELDS))
+        if unknown or 'checkpoint' not in cfg:
+            raise UserInputError(f"Pretrained init_cfg of DAT takes {PRETRAINED_FIELDS[1:]} "
+                                 f"(checkpoint required), got {unknown or 'no checkpoint'}")
+        logger = MMLogger.get_current_instance()
+        ckpt = CheckpointLoader.load_checkpoint(cfg['checkpoint'], logger=logger,
+                                                map_location=cfg.get('map_location', 'cpu'))
+        if cfg.get('prefix'):
+            ckpt = select_prefix(extract_state_dict(ckpt), cfg['prefix'])
+        report = load_official_dat(
+            self, ckpt, strict=cfg.get('strict', True),
+            hint="to load only what fits, set strict=False in the backbone's init_cfg")
+        for line in report.log_lines():
+            logger.info(line)
+        if report.warning():
+            logger.warning(report.warning())
 
     def _run(self, x: torch.Tensor, collect: bool
              ) -> Tuple[Tuple[torch.Tensor, ...], List[SamplingPositions]]:

@@ -20,7 +20,9 @@ Two plain-PyTorch implementations:
   during ``torch.onnx.export`` whatever its backend, and as ``backend='gather'``.
 """
 import functools
+import importlib
 import importlib.util
+import inspect
 from typing import Optional, Tuple
 
 import torch
@@ -35,10 +37,68 @@ BACKENDS = ('auto', 'natten', 'tiled', 'reference', 'gather')
 DEFAULT_TILE = 8
 
 
+def natten_api() -> Optional[str]:
+    """How the installed natten adds the relative-position bias to its QK op, newest first:
+    ``'na2d_qk'`` (0.17: ``na2d_qk(q, k, kernel, dilation, rpb=rpb)``),
+    ``'na2d_qk_with_bias'`` (0.15: ``(q, k, rpb, kernel, dilation)``) or ``'natten2dqkrpb'``
+    (0.14: ``(q, k, rpb, kernel, dilation)``); None when natten is missing or has no biased
+    unfused op (0.20 dropped them)."""
+    if not NATTEN_AVAILABLE:
+        return None
+    functional = importlib.import_module('natten.functional')
+    qk = getattr(functional, 'na2d_qk', None)
+    if qk is not None and hasattr(functional, 'na2d_av') \
+            and 'rpb' in inspect.signature(qk).parameters:
+        return 'na2d_qk'
+    if hasattr(functional, 'na2d_qk_with_bias') and hasattr(functional, 'na2d_av'):
+        return 'na2d_qk_with_bias'
+    if hasattr(functional, 'natten2dqkrpb') and hasattr(functional, 'natten2dav'):
+        return 'natten2dqkrpb'
+    return None
+
+
+def natten_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
+                     rpb: Optional[torch.Tensor], attn_drop: float, api: str) -> torch.Tensor:
+    """Neighbourhood attention by natten's unfused ops (dilation 1); q already scaled.
+
+    Args:
+        q, k, v: (B, heads, H, W, hd) with H, W >= kernel_size.
+        rpb: optional (heads, 2k-1, 2k-1) bias.
+        api: :func:`natten_api` of the installed natten.
+
+    Returns:
+        (B, heads, H, W, hd); natten's logits are (B, heads, H, W, k*k).
+    """
+    functional = importlib.import_module('natten.functional')
+    if api == 'natten2dqkrpb':
+        logits = functional.natten2dqkrpb(q, k, rpb, kernel_size, 1)
+        av = functional.natten2dav
+    elif api == 'na2d_qk_with_bias':
+        logits = functional.na2d_qk_with_bias(q, k, rpb, kernel_size, 1)
+        av = functional.na2d_av
+    else:
+        logits = functional.na2d_qk(q, k, kernel_size, 1, rpb=rpb)
+        av = functional.na2d_av
+    attn = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
+    return av(attn, v, kernel_size, 1)
+
+
 def window_starts(length: int, kernel_size: int, device: torch.device) -> torch.Tensor:
     """First key of each query's window along one axis, ``(length,)`` (natten's clamp)."""
     pos = torch.arange(length, device=device)
     return (pos - kernel_size // 2).clamp(0, length - kernel_size)
+
+
+def bias_index(keys: torch.Tensor, queries: torch.Tensor, starts: torch.Tensor,
+               kernel_size: int) -> torch.Tensor:
+    """Index into a ``2k-1`` bias axis of the key at ``keys`` for the query at ``queries``
+    whose window starts at ``starts`` (all broadcast together); the one rule of every path.
+
+    natten's index is ``key - query + k - 1``: the key's offset from the query, not its place
+    in the (clamped) window, so ``starts`` does not enter it (tests swap in rules that do).
+    """
+    del starts
+    return keys - queries + kernel_size - 1
 
 
 def neighborhood_indices(length: int, kernel_size: int, device: torch.device
@@ -50,10 +110,9 @@ def neighborhood_indices(length: int, kernel_size: int, device: torch.device
         rel: (length, kernel_size) indices into a ``2*kernel_size-1`` bias axis.
     """
     pos = torch.arange(length, device=device)
-    keys = window_starts(length, kernel_size, device)[:, None] \
-        + torch.arange(kernel_size, device=device)
-    rel = keys - pos[:, None] + kernel_size - 1
-    return keys, rel
+    starts = window_starts(length, kernel_size, device)
+    keys = starts[:, None] + torch.arange(kernel_size, device=device)
+    return keys, bias_index(keys, pos[:, None], starts[:, None], kernel_size)
 
 
 def window_bias(rpb: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
@@ -140,9 +199,10 @@ def _axis_tiles(length: int, kernel_size: int, tile: int, device: torch.device
     keys = first[:, None] + torch.arange(span, device=device)
     queries = (torch.arange(n_tiles, device=device)[:, None] * tile
                + torch.arange(tile, device=device)).clamp(max=length - 1)
-    offset = keys[:, None, :] - window_starts(length, kernel_size, device)[queries][..., None]
+    starts = window_starts(length, kernel_size, device)[queries][..., None]
+    offset = keys[:, None, :] - starts
     inside = (offset >= 0) & (offset < kernel_size)
-    rel = keys[:, None, :] - queries[..., None] + kernel_size - 1
+    rel = bias_index(keys[:, None, :], queries[..., None], starts, kernel_size)
     return keys, torch.where(inside, rel, torch.full_like(rel, -1))
 
 
@@ -219,7 +279,7 @@ class NeighborhoodAttention2D(nn.Module):
     """Neighbourhood attention on ``(B, C, H, W)`` maps (official N block, natten semantics).
 
     Maps smaller than the kernel are zero-padded at the bottom/right before the qkv projection
-    and cropped afterwards, as natten's module does.
+    and cropped afterwards, as natten's module does (in an exported graph, at every size).
 
     Args:
         dim: channels C.
@@ -228,7 +288,8 @@ class NeighborhoodAttention2D(nn.Module):
         attn_drop, proj_drop: dropout rates.
         rel_pos_bias: learn natten's ``(heads, 2k-1, 2k-1)`` bias ``rpb`` (the releases always do).
         use_natten: let ``backend='auto'`` pick natten when it is installed.
-        backend: ``'auto'`` (natten if installed and allowed, else ``'tiled'``), ``'natten'``,
+        backend: ``'auto'`` (natten when allowed and :func:`natten_api` finds a release that
+            adds the bias, else ``'tiled'``), ``'natten'`` (:func:`natten_attention`),
             ``'tiled'`` (:func:`neighborhood_attention_2d_tiled`), ``'reference'``
             (:func:`neighborhood_attention_2d`) or ``'gather'``
             (:func:`neighborhood_attention_2d_gather`). During ``torch.onnx.export`` every
@@ -246,11 +307,15 @@ class NeighborhoodAttention2D(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f'unknown neighbourhood attention backend {backend!r}; '
                              f'choose from {BACKENDS}')
-        if backend == 'natten' and not NATTEN_AVAILABLE:
-            raise ValueError("backend='natten' needs the natten package, which is not installed")
+        api = natten_api() if backend == 'natten' or (backend == 'auto' and use_natten) \
+            else None
+        if backend == 'natten' and api is None:
+            raise ValueError("backend='natten' needs natten 0.14 to 0.17 (unfused ops with the "
+                             'relative-position bias), which is not installed')
         if backend == 'auto':
-            backend = 'natten' if use_natten and NATTEN_AVAILABLE else 'tiled'
+            backend = 'natten' if api is not None else 'tiled'
         self.backend = backend
+        self.natten_api = api if backend == 'natten' else None
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
@@ -281,11 +346,9 @@ class NeighborhoodAttention2D(nn.Module):
         if self.backend == 'tiled' and not torch.jit.is_tracing():
             return neighborhood_attention_2d_tiled(q, k, v, self.kernel_size, self.rpb, drop,
                                                    scale=self.scale)
-        if self.backend == 'natten':  # pragma: no cover - natten is an optional extra
-            from natten.functional import na2d_av, na2d_qk
-            attn = na2d_qk(q * self.scale, k, self.kernel_size, 1, rpb=self.rpb).softmax(-1)
-            attn = F.dropout(attn, p=drop, training=drop > 0)
-            return na2d_av(attn, v, self.kernel_size, 1)
+        if self.backend == 'natten':
+            return natten_attention(q * self.scale, k, v, self.kernel_size, self.rpb, drop,
+                                    self.natten_api)
         return neighborhood_attention_2d(q * self.scale, k, v, self.kernel_size, self.rpb,
                                          drop)
 
@@ -293,10 +356,17 @@ class NeighborhoodAttention2D(nn.Module):
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         b, c, h0, w0 = x.shape
         x = x.permute(0, 2, 3, 1)
-        pad_h = max(0, self.kernel_size - h0)
-        pad_w = max(0, self.kernel_size - w0)
-        if pad_h or pad_w:
+        if torch.onnx.is_in_onnx_export():
+            # sizes are traced tensors here: pad by a traced amount (maybe 0), never branch,
+            # or the graph would keep the padding decision of the traced size
+            pad_h = (self.kernel_size - torch.as_tensor(h0)).clamp(min=0)
+            pad_w = (self.kernel_size - torch.as_tensor(w0)).clamp(min=0)
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        else:
+            pad_h = max(0, self.kernel_size - h0)
+            pad_w = max(0, self.kernel_size - w0)
+            if pad_h or pad_w:
+                x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         h, w = x.shape[1:3]
         qkv = self.qkv(x).view(b, h, w, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, heads, H, W, hd)
