@@ -67,27 +67,11 @@ def test_detector_benchmark_compiles_and_profiles(tmp_path, tiny_shapes_root):
     assert shares and int(shares.group(2)) > 0
 
 
-def test_backbone_benchmark_reports_equal_features(tmp_path):
-    out_json = tmp_path / 'backbone.json'
-    proc = run_tool('analysis_tools/benchmark_backbone.py', '--arch', 'dat-t', '--sizes',
-                    '64x96', '--batch', '1', '--iters', '1', '--warmup', '0',
-                    '--json', str(out_json))
-    _assert_ok(proc)
-    rows = json.loads(out_json.read_text())
-    rows = rows if isinstance(rows, list) else [rows]
-    (row,) = rows
-    assert row['size'] == '64x96' and row['device'] == 'cpu'
-    # the official formulation and ours share weights: their features agree
-    assert row['max_abs_feature_diff'] < 1e-4
-    for key in ('official_ms', 'dat_det_ms', 'official_peak_mib', 'dat_det_peak_mib'):
-        assert row[key] > 0, key
-
-
 def test_backbone_benchmark_compares_with_peer_backbones(tmp_path):
     pytest.importorskip('mmdet')
     pytest.importorskip('timm')
     out_json = tmp_path / 'peers.json'
-    proc = run_tool('analysis_tools/benchmark_backbone.py', '--peers', '--infer-size', '61x75',
+    proc = run_tool('analysis_tools/benchmark_backbone.py', '--infer-size', '61x75',
                     '--train-size', '64x64', '--iters', '1', '--warmup', '0',
                     '--json', str(out_json))
     _assert_ok(proc)
