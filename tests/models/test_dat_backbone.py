@@ -251,6 +251,34 @@ def test_detection_checkpoint_gives_the_reference_outputs(tmp_path):
             torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('arch,overrides', [('dat-t', dict(window_sizes=[4] * 4)),
+                                             ('dat++-t', PP_OPTIONS)])
+def test_backbone_gradients_match_the_reference(arch, overrides):
+    """Gradients of the image and of every weight, output norms included, through whole
+    backbones of both formulations (DAT-Detection layout: layer scales are ``gamma`` there)."""
+    reference = _reference_from_small(arch, img_size=64, layout='detection', **overrides)
+    _randomize(reference)
+    model = build_dat(arch, pretrain_img_size=64, **overrides)
+    model.eval()
+    report = load_official_dat(model, official_checkpoint(reference))
+    assert report.missing == [] and report.unexpected == []
+    x = _padded_batch((64, 72)).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    outs, expected = model(x), reference(x_ref)
+    torch.manual_seed(11)
+    weights = [torch.randn_like(o) for o in outs]
+    sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+    sum((o * w).sum() for o, w in zip(expected, weights)).backward()
+    for out, exp in zip(outs, expected):
+        torch.testing.assert_close(out, exp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    ref_params = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        ref_name = name[:-len('weight')] + 'gamma' if '.layer_scales.' in name else name
+        torch.testing.assert_close(p.grad, ref_params[ref_name].grad, rtol=1e-4, atol=1e-5,
+                                   msg=name)
+
+
 def _stage_input(model, x, stage):
     """The input of ``model.stages[stage]`` for image ``x``."""
     x = model.patch_proj(model.stem_pad(x))

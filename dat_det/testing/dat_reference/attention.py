@@ -109,8 +109,8 @@ class DeformableAttentionReference(nn.Module):
     def positions(self, raw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Sampling positions and reference points, each ``(Hk, Wk, 2)`` (y, x)."""
         hk, wk = raw.shape[-2:]
-        ref_y = key_axis(hk, self.details, raw.dtype)[:, None].expand(hk, wk)
-        ref_x = key_axis(wk, self.details, raw.dtype)[None, :].expand(hk, wk)
+        ref_y = key_axis(hk, self.details, raw.dtype).to(raw.device)[:, None].expand(hk, wk)
+        ref_x = key_axis(wk, self.details, raw.dtype).to(raw.device)[None, :].expand(hk, wk)
         if self.no_off:
             raw = torch.zeros_like(raw)
         pos_y = sampling_position(ref_y, raw[0], hk, self.factor, self.details)
@@ -143,8 +143,9 @@ class DeformableAttentionReference(nn.Module):
                 raise ValueError(f'fixed_pe table {tuple(table.shape)} does not fit {h}x{w} '
                                  f'queries and {tuple(pos.shape[:2])} keys')
             return table
-        qy = query_axis(h, self.details, pos.dtype)[:, None].expand(h, w).reshape(-1, 1)
-        qx = query_axis(w, self.details, pos.dtype)[None, :].expand(h, w).reshape(-1, 1)
+        qy = query_axis(h, self.details, pos.dtype).to(pos.device)[:, None].expand(h, w)
+        qx = query_axis(w, self.details, pos.dtype).to(pos.device)[None, :].expand(h, w)
+        qy, qx = qy.reshape(-1, 1), qx.reshape(-1, 1)
         ky, kx = pos[..., 0].reshape(1, -1), pos[..., 1].reshape(1, -1)
         if self.details.bias_displacement == 'query-key':
             dy, dx = qy - ky, qx - kx  # (H*W, Nk)
@@ -267,7 +268,7 @@ class WindowAttentionReference(nn.Module):
         """Attention among the ``(N, C)`` tokens of one window -> ``(N, C)``."""
         c, hd = self.dim, self.head_dim
         qkv = _linear(tokens, self.proj_qkv)
-        index = window_bias_index(self.window, self.details)
+        index = window_bias_index(self.window, self.details).to(tokens.device)
         heads = []
         for head in range(self.num_heads):
             q = qkv[:, head * hd:(head + 1) * hd]
@@ -288,7 +289,7 @@ class WindowAttentionReference(nn.Module):
         masks = None
         if self.shift:
             x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(2, 3))
-            masks = self._window_masks(hp, wp, self.details).to(x.dtype)
+            masks = self._window_masks(hp, wp, self.details).to(x.device, x.dtype)
         images = []
         for i in range(b):
             rows = []
