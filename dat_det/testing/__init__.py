@@ -1,9 +1,9 @@
-"""Test oracles, as ``mmdet.testing``: literal ports of the official DAT releases.
+"""Test oracles, as ``mmdet.testing``; no part of the models (nothing under ``dat_det.models``
+imports them).
 
-``dat_official`` ports the DAT++ release (L, S, N, D blocks; N as a naive loop with natten's
-semantics), ``dat_v1_official`` the DAT v1 release (CVPR 2022). Tests and
-``tools/analysis_tools/benchmark_backbone.py`` compare dat_det's ``DAT`` against them. They are
-kept literal on purpose and are no part of the models: nothing under ``dat_det.models``
-imports them. They need ``einops`` (and ``timm`` for the v1 port). ``weights`` moves a
-module's parameters off their init and copies them into the module compared with it.
+``dat_reference`` is a DAT / DAT++ written from the equations of the papers, one head at a time
+with explicit sampling taps, under the official parameter names (its switches select the v1 or
+DAT++ formulation detail by detail); ``natten_reference`` is natten's neighbourhood attention one
+query at a time; ``weights`` moves a module's parameters off their init and copies them into the
+module compared with it.
 """

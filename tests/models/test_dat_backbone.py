@@ -1,32 +1,29 @@
-"""The registered DAT backbone: presets, odd sizes, freezing, checkpointing, official weights."""
-import importlib.util
+"""The registered DAT backbone: presets, odd sizes, freezing, checkpointing, and whole models
+against the reference written from the equations (``dat_det.testing.dat_reference``) loaded
+from its official-layout checkpoints."""
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip('mmdet')
-pytest.importorskip('einops')
 
 from mmdet.registry import MODELS  # noqa: E402
 
 import dat_det.models  # noqa: E402,F401
-from dat_det.models.checkpoint import load_official_dat, resize_position_tables  # noqa: E402
-from dat_det.models.layers.dat import DAT_ARCH_SETTINGS  # noqa: E402
-from dat_det.testing import dat_official as ref  # noqa: E402  (DAT++ release)
-from dat_det.testing import dat_v1_official as ref_v1  # noqa: E402  (DAT v1 release)
+from dat_det.models.checkpoint import (  # noqa: E402
+    convert_official_dat_keys,
+    extract_state_dict,
+    load_official_dat,
+    resize_position_tables,
+)
+from dat_det.models.layers.dat import DAT_ARCH_SETTINGS, resolve_arch  # noqa: E402
+from dat_det.testing.dat_reference import (  # noqa: E402
+    DATReference,
+    official_checkpoint,
+)
 from dat_det.testing.weights import randomize_parameters  # noqa: E402
-
-# Small variants of the presets: same block types and options, fewer channels and blocks.
-SMALL = {
-    'dat-t': dict(dim_stem=16, dims=[16, 32, 64, 128], heads=[1, 2, 4, 8], groups=[-1, -1, 2, 4],
-                  depths=[2, 2, 2, 2],
-                  stage_spec=[['L', 'S'], ['L', 'S'], ['L', 'D'], ['L', 'D']]),
-    'dat++-t': dict(dim_stem=16, dims=[16, 32, 64, 128], heads=[1, 2, 4, 8], groups=[1, 2, 2, 4],
-                    depths=[2, 2, 2, 2],
-                    stage_spec=[['N', 'D'], ['N', 'D'], ['N', 'D'], ['D', 'D']]),
-}
+from tests.models.dat_checks import SMALL, check_stem_and_downsampling  # noqa: E402
 
 
 def build_dat(arch='dat++-t', small=True, **kwargs):
@@ -161,64 +158,125 @@ def test_bad_arch_raises():
         build_dat('dat-t', out_indices=(4,))
 
 
-def _official_from_small(arch, img_size=224, small=True, **overrides):
-    """The release the preset reproduces (v1 or DAT++), with the small settings."""
-    settings = dict(DAT_ARCH_SETTINGS[arch])
-    settings.update(SMALL[arch] if small else {})
-    settings.update(overrides)
-    release = ref_v1.DAT if settings['formulation'] == 'v1' else ref.OfficialDAT
-    return release(img_size=img_size, **settings)
+def _reference_from_small(arch, img_size=224, small=True, layout='classification',
+                          out_indices=(0, 1, 2, 3), details=None, **overrides):
+    """The reference model of the preset (its formulation's details), small settings."""
+    fields = dict(SMALL[arch]) if small else {}
+    fields.update(overrides)
+    return DATReference(resolve_arch(arch, **fields), img_size=img_size, layout=layout,
+                        out_indices=out_indices, details=details)
 
 
 _randomize = partial(randomize_parameters, seed=3, scale=0.1)
 
 
-# The v1 release runs only at its pre-training size (square, shift masks and rpe tables of
-# that size): 128x128 with 4x4 windows; 'v1_options' adds the v1 conv stem, the v1 MLP with
-# conv, tanh-squashed positions (factor -1) and a stride-2 key grid.
+# The v1 release runs only at its pre-training size; the reference (like dat_det) at any size.
+# 'v1_options' adds the v1 conv stem, the v1 MLP with conv, tanh-squashed positions (factor -1)
+# and a stride-2 key grid; 'options' adds layer scales, log-spaced continuous bias and
+# clamped offsets with a range to DAT++.
 V1_OPTIONS = dict(use_conv_patches=True, use_dwc_mlps=[True] * 4, strides=[-1, -1, 2, 1],
                   offset_range_factor=[-1, -1, -1, 2])
-OFFICIAL_CASES = {
-    'dat-t': ('dat-t', (128, 128), dict(window_sizes=[4] * 4)),
-    'dat-t_v1_options': ('dat-t', (128, 128), dict(window_sizes=[4] * 4, **V1_OPTIONS)),
-    'dat-t_full_preset_224': ('dat-t', (224, 224), dict(small=False)),
-    'dat++-t': ('dat++-t', (96, 128), {}),
+PP_OPTIONS = dict(layer_scale_values=[0.5] * 4, log_cpb=[False, False, True, False],
+                  offset_range_factor=[-1, 2, -1, 3])
+REFERENCE_CASES = {  # arch, pre-training size, input size, overrides
+    'dat-t': ('dat-t', 128, (128, 128), dict(window_sizes=[4] * 4)),
+    'dat-t_odd_size': ('dat-t', 128, (75, 101), dict(window_sizes=[4] * 4)),
+    'dat-t_v1_options_odd_size': ('dat-t', 64, (67, 45), dict(window_sizes=[4] * 4,
+                                                              **V1_OPTIONS)),
+    'dat-t_full_preset_224': ('dat-t', 224, (224, 224), dict(small=False)),
+    'dat++-t': ('dat++-t', 96, (96, 128), {}),
+    'dat++-t_odd_size': ('dat++-t', 96, (61, 83), {}),
+    'dat++-t_options': ('dat++-t', 64, (64, 80), PP_OPTIONS),
 }
 
 
-def _official_checkpoint(arch, img_size, overrides, tmp_path):
-    official = _official_from_small(arch, img_size=img_size, **overrides).eval()
-    _randomize(official)
-    ckpt = {'model': {'module.' + k: v for k, v in official.state_dict().items()},
-            'epoch': 300}
+def _reference_checkpoint(arch, img_size, overrides, tmp_path, **kwargs):
+    reference = _reference_from_small(arch, img_size=img_size, **overrides, **kwargs).eval()
+    _randomize(reference)
+    ckpt = official_checkpoint(reference)
     path = tmp_path / 'official.pth'
     torch.save(ckpt, path)
-    return official, ckpt, path
+    return reference, ckpt, path
 
 
-@pytest.mark.parametrize('case', list(OFFICIAL_CASES))
-def test_official_checkpoint_loads_and_gives_identical_features(case, tmp_path):
-    arch, size, overrides = OFFICIAL_CASES[case]
-    official, ckpt, path = _official_checkpoint(arch, max(size), overrides, tmp_path)
-    model = build_dat(arch, pretrain_img_size=max(size),
+def _padded_batch(size):
+    """Two images as mmdet batches them: the second one smaller, zero-padded at the
+    bottom/right to the first one's size."""
+    torch.manual_seed(7)
+    x = torch.randn(2, 3, *size)
+    x[1, :, size[0] * 3 // 4:] = 0
+    x[1, :, :, size[1] * 2 // 3:] = 0
+    return x
+
+
+@pytest.mark.parametrize('case', list(REFERENCE_CASES))
+def test_official_checkpoint_loads_and_gives_the_reference_features(case, tmp_path):
+    arch, img_size, size, overrides = REFERENCE_CASES[case]
+    reference, ckpt, path = _reference_checkpoint(arch, img_size, overrides, tmp_path)
+    model = build_dat(arch, pretrain_img_size=img_size,
                       init_cfg=dict(type='Pretrained', checkpoint=str(path)), **overrides)
     report = load_official_dat(model, ckpt)
     assert report.unexpected == []
     assert all(k.startswith('norms.') for k in report.missing)
     model.init_weights()
     model.eval()
-    x = torch.randn(1, 3, *size)
+    x = _padded_batch(size) if max(size) < 200 else torch.randn(1, 3, *size)
     with torch.no_grad():
-        feats = official.forward_features(x)
+        maps = reference.stage_maps(x)
         outs = model(x)
-        for i, (out, feat) in enumerate(zip(outs, feats)):
+        for i, (out, feat) in enumerate(zip(outs, maps)):
             torch.testing.assert_close(model.norms[i](feat), out, rtol=1e-5, atol=1e-5)
             # before the output norm too: the stage features themselves
             torch.testing.assert_close(model.stages[i](_stage_input(model, x, i))[0], feat,
                                        rtol=1e-5, atol=1e-5)
-    for name, p in official.named_parameters():
+    for name, p in reference.named_parameters():
         if not name.startswith('cls_'):
             torch.testing.assert_close(model.get_parameter(name), p, msg=name)
+
+
+def test_detection_checkpoint_gives_the_reference_outputs(tmp_path):
+    """A DAT-Detection checkpoint (``state_dict``, ``backbone.`` keys, layer scales under
+    ``gamma``, output norms ``norms.i``) gives the reference's normalised features."""
+    overrides = dict(layer_scale_values=[0.5] * 4)
+    reference, _, path = _reference_checkpoint('dat++-t', 64, overrides, tmp_path,
+                                               layout='detection', out_indices=(1, 2, 3))
+    assert any(k.endswith('layer_scales.0.gamma') for k in reference.state_dict())
+    model = build_dat('dat++-t', pretrain_img_size=64, out_indices=(1, 2, 3),
+                      init_cfg=dict(type='Pretrained', checkpoint=str(path)), **overrides)
+    model.init_weights()
+    model.eval()
+    x = _padded_batch((70, 90))
+    with torch.no_grad():
+        for out, expected in zip(model(x), reference(x)):
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('arch,overrides', [('dat-t', dict(window_sizes=[4] * 4)),
+                                             ('dat++-t', PP_OPTIONS)])
+def test_backbone_gradients_match_the_reference(arch, overrides):
+    """Gradients of the image and of every weight, output norms included, through whole
+    backbones of both formulations (DAT-Detection layout: layer scales are ``gamma`` there)."""
+    reference = _reference_from_small(arch, img_size=64, layout='detection', **overrides)
+    _randomize(reference)
+    model = build_dat(arch, pretrain_img_size=64, **overrides)
+    model.eval()
+    report = load_official_dat(model, official_checkpoint(reference))
+    assert report.missing == [] and report.unexpected == []
+    x = _padded_batch((64, 72)).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    outs, expected = model(x), reference(x_ref)
+    torch.manual_seed(11)
+    weights = [torch.randn_like(o) for o in outs]
+    sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+    sum((o * w).sum() for o, w in zip(expected, weights)).backward()
+    for out, exp in zip(outs, expected):
+        torch.testing.assert_close(out, exp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    ref_params = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        ref_name = name[:-len('weight')] + 'gamma' if '.layer_scales.' in name else name
+        torch.testing.assert_close(p.grad, ref_params[ref_name].grad, rtol=1e-4, atol=1e-5,
+                                   msg=name)
 
 
 def _stage_input(model, x, stage):
@@ -229,43 +287,53 @@ def _stage_input(model, x, stage):
     return x
 
 
-def test_dat_t_with_dat_pp_grids_does_not_match_the_v1_release(tmp_path):
+def test_dat_t_with_dat_pp_grids_does_not_match_the_v1_reference(tmp_path):
     """The v1 comparison can fail: DAT++'s normalisation on v1 weights differs clearly."""
-    official, _, path = _official_checkpoint('dat-t', 128, dict(window_sizes=[4] * 4), tmp_path)
+    reference, _, path = _reference_checkpoint('dat-t', 128, dict(window_sizes=[4] * 4),
+                                               tmp_path)
     model = build_dat('dat-t', pretrain_img_size=128, window_sizes=[4] * 4, formulation='v2',
                       init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     model.eval()
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
-        feat = official.forward_features(x)[3]
+        feat = reference.stage_maps(x)[3]
         out = model.stages[3](_stage_input(model, x, 3))[0]
     assert (out - feat).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize('arch', sorted(SMALL))
+@pytest.mark.parametrize('conv_patches', [False, True])
+def test_stem_and_downsampling_match_reference(arch, conv_patches):
+    """Patch stem (4x4, padded) and 2x2 down-sampling, or the formulation's conv stem (v1: one
+    7x7 conv, v2: two 3x3 convs) and 3x3 down-sampling."""
+    check_stem_and_downsampling(resolve_arch(arch, **SMALL[arch],
+                                             use_conv_patches=conv_patches))
+
+
 def test_detector_checkpoint_keeps_backbone_only():
-    official = _official_from_small('dat++-t')
-    state = {'backbone.' + k: v for k, v in official.state_dict().items()}
+    reference = _reference_from_small('dat++-t')
+    state = {'backbone.' + k: v for k, v in reference.state_dict().items()}
     state['neck.lateral_convs.0.conv.weight'] = torch.zeros(1)
     report = load_official_dat(build_dat('dat++-t'), {'state_dict': state})
     assert report.unexpected == []
 
 
 def test_position_tables_are_resized_bicubically():
-    official = _official_from_small('dat-t', img_size=224)
-    _randomize(official)
+    reference = _reference_from_small('dat-t', img_size=224)
+    _randomize(reference)
     model = build_dat('dat-t', pretrain_img_size=320, window_sizes=[7, 7, 7, 5])
-    report = load_official_dat(model, {'model': official.state_dict()})
+    report = load_official_dat(model, {'model': reference.state_dict()})
     assert report.unexpected == []
     resized = set(report.resized)
     rpe_key = 'stages.2.attns.1.rpe_table'
     win_key = 'stages.3.attns.0.relative_position_bias_table'
     assert {rpe_key, win_key} <= resized
-    src = official.state_dict()[rpe_key]
+    src = reference.state_dict()[rpe_key]
     assert src.shape == (4, 27, 27) and model.get_parameter(rpe_key).shape == (4, 39, 39)
     expected = torch.nn.functional.interpolate(src[None], size=(39, 39), mode='bicubic')[0]
     torch.testing.assert_close(model.get_parameter(rpe_key).detach(), expected)
-    table = official.state_dict()[win_key]  # (13*13, heads) -> (9*9, heads)
+    table = reference.state_dict()[win_key]  # (13*13, heads) -> (9*9, heads)
     grid = table.t().reshape(1, -1, 13, 13)
     expected = torch.nn.functional.interpolate(grid, size=(9, 9), mode='bicubic')
     torch.testing.assert_close(model.get_parameter(win_key).detach(),
@@ -285,27 +353,20 @@ def test_full_size_forward_smallest_preset():
     assert all(torch.isfinite(o).all() for o in outs)
 
 
-def test_offline_converter(tmp_path):
-    official = _official_from_small('dat++-t')
-    _randomize(official)
+def test_offline_conversion(tmp_path):
+    """What ``tools/model_converters/dat_official2datdet.py`` does: keys converted by the
+    library, saved as ``state_dict``, loaded through ``init_cfg``."""
+    reference = _reference_from_small('dat++-t')
+    _randomize(reference)
     src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
-    torch.save({'model': {'module.' + k: v for k, v in official.state_dict().items()}}, src)
-    script = Path(__file__).resolve().parents[2] / 'tools' / 'model_converters' / \
-        'dat_official2datdet.py'
-    spec = importlib.util.spec_from_file_location('dat_converter', script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    import sys
-    argv = sys.argv
-    sys.argv = [str(script), str(src), str(dst)]
-    try:
-        module.main()
-    finally:
-        sys.argv = argv
-    converted = torch.load(dst, map_location='cpu')['state_dict']
+    torch.save(official_checkpoint(reference), src)
+    converted = convert_official_dat_keys(extract_state_dict(torch.load(src)))
+    torch.save(dict(state_dict=converted), dst)
     assert not any(k.startswith(('module.', 'cls_')) for k in converted)
+    assert not any(k.endswith(('relative_position_index', 'attn_mask')) for k in converted)
     model = build_dat('dat++-t', init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     model.init_weights()
-    for name, p in official.named_parameters():
+    assert set(converted) == {k for k in model.state_dict() if not k.startswith('norms.')}
+    for name, p in reference.named_parameters():
         if not name.startswith('cls_'):
             torch.testing.assert_close(model.get_parameter(name), p, msg=name)

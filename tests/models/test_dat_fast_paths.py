@@ -2,9 +2,9 @@
 
 Without autograd, deformable attention builds its position bias a chunk of queries at a time
 and window attention runs the fused 4-D SDPA kernel; with autograd both run the unfused path
-that ``test_dat_layers.py`` checks against the official code. The two must agree. DAT++'s
-``x + DWConv(x)`` (LPU, MLP) runs as one conv with the identity folded into the kernel, checked
-here against the plain sum.
+that ``test_dat_layers.py`` checks against the reference written from the equations. The two
+must agree. DAT++'s ``x + DWConv(x)`` (LPU, MLP) runs as one conv with the identity folded into
+the kernel, checked here against the plain sum.
 """
 from functools import partial
 

@@ -1,4 +1,5 @@
-"""DAT / DAT++ layers against the official formulation (``dat_det.testing.dat_official``)."""
+"""DAT / DAT++ layers against the reference written from the equations
+(``dat_det.testing.dat_reference``, DAT++ formulation unless stated)."""
 from functools import partial
 
 import pytest
@@ -6,29 +7,29 @@ import torch
 
 from dat_det.models.layers.dat import (
     DeformableAttention,
-    LocalAttention,
     NeighborhoodAttention2D,
     ShiftWindowAttention,
-    TransformerMLP,
-    TransformerMLPWithConv,
     TransformerStage,
     key_reference_points,
     neighborhood_attention_2d,
     query_grid,
 )
+from dat_det.testing.weights import randomize_parameters
+from tests.models.dat_checks import (
+    check_deformable,
+    check_mlp,
+    check_neighborhood,
+    check_stage,
+    check_window,
+)
 
-pytest.importorskip('einops')
-
-from dat_det.testing import dat_official as ref  # noqa: E402
-from dat_det.testing.weights import copy_weights, randomize_parameters  # noqa: E402
-
-_copy_weights = copy_weights
 _randomize = partial(randomize_parameters, seed=1, scale=0.2)
 
 
 DATT_CASES = {
     'rpe_clamp': dict(offset_range_factor=-1, use_pe=True),
     'rpe_tanh': dict(offset_range_factor=2, use_pe=True),
+    'rpe_no_offset': dict(offset_range_factor=0, use_pe=True),
     'no_pe': dict(offset_range_factor=3, use_pe=False),
     'dwc_pe': dict(offset_range_factor=-1, use_pe=True, dwc_pe=True),
     'fixed_pe': dict(offset_range_factor=-1, use_pe=True, fixed_pe=True),
@@ -38,37 +39,17 @@ DATT_CASES = {
 
 
 @pytest.mark.parametrize('case', list(DATT_CASES))
-@pytest.mark.parametrize('stride,ksize', [(1, 3), (2, 5)])
-def test_deformable_attention_matches_official(case, stride, ksize):
-    opts = DATT_CASES[case]
-    dim, heads, groups, size = 24, 6, 3, (8, 8)
-    official = ref.DAttentionBaseline(
-        size, size, heads, dim // heads, groups, 0.0, 0.0, stride,
-        opts['offset_range_factor'], opts['use_pe'], opts.get('dwc_pe', False),
-        opts.get('no_off', False), opts.get('fixed_pe', False), ksize,
-        opts.get('log_cpb', False))
-    ours = DeformableAttention(dim, heads, groups, size, stride=stride, ksize=ksize, **opts)
-    _randomize(official)
-    _copy_weights(official, ours)
-    x = torch.randn(2, dim, *size)
-    x_ref = x.clone().requires_grad_(True)
-    x_ours = x.clone().requires_grad_(True)
-    y_ref, pos_ref, refp_ref = official(x_ref)
-    y, pos, refp = ours(x_ours)
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(pos, pos_ref)
-    torch.testing.assert_close(refp, refp_ref)
-    grad = torch.randn_like(y)
-    y_ref.backward(grad)
-    y.backward(grad)
-    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
-    ours_params = dict(ours.named_parameters())
-    for name, p_ref in official.named_parameters():
-        p = ours_params[name]
-        if p_ref.grad is None:
-            assert p.grad is None or not p.requires_grad, name
-            continue
-        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+@pytest.mark.parametrize('stride,ksize', [(1, 3), (2, 5), (2, 2)])
+def test_deformable_attention_matches_reference(case, stride, ksize):
+    """Outputs, positions and all gradients; (2, 2) is DAT++'s unpadded offset conv."""
+    check_deformable('v2', stride=stride, ksize=ksize, **DATT_CASES[case])
+
+
+@pytest.mark.parametrize('size', [(9, 11), (6, 13)])
+def test_deformable_attention_matches_reference_off_the_pretraining_size(size):
+    """The bias table is read at the same normalised displacements at any size."""
+    check_deformable('v2', size=size, stride=2, ksize=3, offset_range_factor=-1)
+    check_deformable('v2', size=size, stride=1, ksize=3, offset_range_factor=2, log_cpb=True)
 
 
 def test_deformable_attention_gradients_reach_offsets_and_rpe_table():
@@ -92,7 +73,9 @@ def test_deformable_attention_gradcheck():
 
 @pytest.mark.parametrize('size,stride,ksize', [((7, 7), 8, 9), ((1, 13), 1, 3),
                                                ((13, 1), 2, 3), ((1, 1), 1, 3)])
-def test_tiny_key_grids_are_finite(size, stride, ksize):
+def test_tiny_key_grids_are_finite_and_match_the_reference(size, stride, ksize):
+    """One-cell key and query axes (the release divides by zero there; a single cell is the
+    centre of its axis and an offset range of 1 per unit factor)."""
     for orf in (-1, 2):
         attn = DeformableAttention(8, 2, 1, (8, 8), stride=stride, ksize=ksize,
                                    offset_range_factor=orf)
@@ -102,6 +85,8 @@ def test_tiny_key_grids_are_finite(size, stride, ksize):
         assert torch.isfinite(y).all() and torch.isfinite(pos).all()
         assert torch.isfinite(x.grad).all()
         assert torch.isfinite(attn.rpe_table.grad).all()
+        check_deformable('v2', size=size, dim=8, heads=2, groups=1, stride=stride, ksize=ksize,
+                         offset_range_factor=orf)
 
 
 def test_reference_points_follow_official_normalisation_and_centre_single_cells():
@@ -115,18 +100,10 @@ def test_reference_points_follow_official_normalisation_and_centre_single_cells(
 
 
 @pytest.mark.parametrize('shifted', [False, True])
-def test_window_attention_matches_official(shifted):
-    dim, heads, window, fmap = 16, 2, 4, (8, 12)
-    if shifted:
-        official = ref.ShiftWindowAttention(dim, heads, window, 0.0, 0.0, 2, fmap)
-        ours = ShiftWindowAttention(dim, heads, window, shift_size=2)
-    else:
-        official = ref.LocalAttention(dim, heads, window, 0.0, 0.0)
-        ours = LocalAttention(dim, heads, window)
-    _randomize(official)
-    _copy_weights(official, ours)
-    x = torch.randn(2, dim, *fmap)
-    torch.testing.assert_close(ours(x)[0], official(x)[0], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize('size', [(8, 12), (9, 13)])
+def test_window_attention_matches_reference(shifted, size):
+    """(9, 13) is padded to the window; the shift mask is that of the padded map."""
+    check_window(shifted, size=size)
 
 
 def test_window_attention_pads_odd_sizes():
@@ -140,12 +117,8 @@ def test_window_attention_pads_odd_sizes():
 
 @pytest.mark.parametrize('size', [(9, 11), (3, 5)])
 def test_neighborhood_attention_matches_natten_semantics(size):
-    official = ref.NaiveNeighborhoodAttention2D(16, 5, 2)
-    ours = NeighborhoodAttention2D(16, 5, 2, use_natten=False)
-    _randomize(official)
-    _copy_weights(official, ours)
-    x = torch.randn(2, 16, *size)
-    torch.testing.assert_close(ours(x)[0], official(x)[0], rtol=1e-5, atol=1e-5)
+    """natten's clamped windows and bias ``rpb``; (3, 5) is padded to the kernel."""
+    check_neighborhood(size=size)
 
 
 def test_neighborhood_attention_relative_bias_indexing():
@@ -161,13 +134,18 @@ def test_neighborhood_attention_relative_bias_indexing():
 
 
 @pytest.mark.parametrize('conv', [False, True])
-def test_mlps_match_official(conv):
-    official = (ref.TransformerMLPWithConv if conv else ref.TransformerMLP)(8, 4, 0.0)
-    ours = (TransformerMLPWithConv if conv else TransformerMLP)(8, 4, 0.0)
-    _randomize(official)
-    _copy_weights(official, ours)
-    x = torch.randn(2, 8, 5, 3)
-    torch.testing.assert_close(ours(x), official(x))
+def test_mlps_match_reference(conv):
+    check_mlp('v2', conv)
+
+
+@pytest.mark.parametrize('spec,opts', [
+    (['N', 'D', 'L', 'S'], dict(use_lpu=True, layer_scale_value=0.5, use_dwc_mlp=True)),
+    (['D', 'D'], dict(stride=2, ksize=3, offset_range_factor=-1, dwc_pe=True)),
+])
+def test_stage_matches_reference_with_gradients(spec, opts):
+    """Every block type, LPUs, layer scales, the MLP with conv, on a map that is not a
+    multiple of the window; all parameter gradients."""
+    check_stage('v2', spec, fmap=(8, 12), size=(9, 11), **opts)
 
 
 def test_bad_configuration_raises():

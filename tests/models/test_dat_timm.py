@@ -1,5 +1,6 @@
 """DAT / DAT++ as timm models: registry, official checkpoints, features equal to the mmdet
-backbone, logits equal to the official formulation, feature extraction, checkpointing."""
+backbone, logits equal to the reference written from the equations, feature extraction,
+checkpointing."""
 import pytest
 import torch
 
@@ -7,17 +8,17 @@ timm = pytest.importorskip('timm')
 pytest.importorskip('mmdet')
 
 import dat_det.timm  # noqa: E402,F401
+from dat_det.testing.dat_reference import official_checkpoint  # noqa: E402
 from tests.models.test_dat_backbone import (  # noqa: E402
     SMALL,
-    _official_from_small,
     _randomize,
+    _reference_from_small,
     build_dat,
 )
 
 NAMES = ['dat_base', 'dat_pp_base', 'dat_pp_small', 'dat_pp_tiny', 'dat_small', 'dat_tiny']
 ARCH_OF = {'dat_tiny': 'dat-t', 'dat_pp_tiny': 'dat++-t'}
-# Input sizes the official formulation runs at: DAT's shifted windows need the pre-training
-# size, DAT++ takes any size.
+# DAT at the pre-training size of its release (shifted windows of that size), DAT++ at another.
 SIZE_OF = {'dat_tiny': (224, 224), 'dat_pp_tiny': (96, 128)}
 
 
@@ -32,17 +33,17 @@ def create(name, file=None, **kwargs):
 
 @pytest.fixture(scope='module')
 def official_files(tmp_path_factory):
-    """Official-layout checkpoints (``model``, ``module.`` keys) of small DAT-T / DAT++-T with
-    every weight moved off its init, and the official modules."""
+    """Official-layout checkpoints (``model``, ``module.`` keys, classifier included) of the
+    reference models of small DAT-T / DAT++-T with every weight moved off its init, and the
+    reference models."""
     root = tmp_path_factory.mktemp('official')
     out = {}
     for name, arch in ARCH_OF.items():
-        official = _official_from_small(arch).eval()
-        _randomize(official)
+        reference = _reference_from_small(arch).eval()
+        _randomize(reference)
         path = root / f'{name}.pth'
-        torch.save({'model': {'module.' + k: v for k, v in official.state_dict().items()},
-                    'epoch': 300}, path)
-        out[name] = (path, official)
+        torch.save(official_checkpoint(reference), path)
+        out[name] = (path, reference)
     return out
 
 
@@ -54,12 +55,12 @@ def test_registered_with_timm():
 
 
 @pytest.mark.parametrize('name', sorted(ARCH_OF))
-def test_logits_equal_the_official_formulation(name, official_files):
-    path, official = official_files[name]
+def test_logits_equal_the_reference(name, official_files):
+    path, reference = official_files[name]
     model = create(name, path)
     x = torch.randn(2, 3, *SIZE_OF[name])
     with torch.no_grad():
-        expected = official(x)[0]
+        expected = reference(x)
         logits = model(x)
         pooled = model.forward_head(model.forward_features(x), pre_logits=True)
     assert logits.shape == (2, 1000)
@@ -117,11 +118,11 @@ def test_checkpoint_of_another_architecture_is_refused(official_files):
 
 
 def test_new_classifier_keeps_the_trunk(official_files):
-    path, official = official_files['dat_pp_tiny']
+    path, reference = official_files['dat_pp_tiny']
     model = create('dat_pp_tiny', path, num_classes=7)
     assert model.cls_head.out_features == 7
     torch.testing.assert_close(model.stages[2].attns[1].rpe_table,
-                               official.stages[2].attns[1].rpe_table)
+                               reference.stages[2].attns[1].rpe_table)
 
 
 def test_features_only_full_preset_and_pruning():

@@ -67,27 +67,11 @@ def test_detector_benchmark_compiles_and_profiles(tmp_path, tiny_shapes_root):
     assert shares and int(shares.group(2)) > 0
 
 
-def test_backbone_benchmark_reports_equal_features(tmp_path):
-    out_json = tmp_path / 'backbone.json'
-    proc = run_tool('analysis_tools/benchmark_backbone.py', '--arch', 'dat-t', '--sizes',
-                    '64x96', '--batch', '1', '--iters', '1', '--warmup', '0',
-                    '--json', str(out_json))
-    _assert_ok(proc)
-    rows = json.loads(out_json.read_text())
-    rows = rows if isinstance(rows, list) else [rows]
-    (row,) = rows
-    assert row['size'] == '64x96' and row['device'] == 'cpu'
-    # the official formulation and ours share weights: their features agree
-    assert row['max_abs_feature_diff'] < 1e-4
-    for key in ('official_ms', 'dat_det_ms', 'official_peak_mib', 'dat_det_peak_mib'):
-        assert row[key] > 0, key
-
-
 def test_backbone_benchmark_compares_with_peer_backbones(tmp_path):
     pytest.importorskip('mmdet')
     pytest.importorskip('timm')
     out_json = tmp_path / 'peers.json'
-    proc = run_tool('analysis_tools/benchmark_backbone.py', '--peers', '--infer-size', '61x75',
+    proc = run_tool('analysis_tools/benchmark_backbone.py', '--infer-size', '61x75',
                     '--train-size', '64x64', '--iters', '1', '--warmup', '0',
                     '--json', str(out_json))
     _assert_ok(proc)
@@ -154,41 +138,29 @@ def test_dat_attention_benchmark_checks_the_in_kernel_bias(arch):
                          proc.stdout), name
 
 
-def _benchmark_tool():
-    """tools/analysis_tools/benchmark.py as a module."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'dat_det_benchmark_tool', REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_detector_benchmark_inductor_options():
     """--compile holds freezing (and on CPU fallback_random) unless told otherwise; a mode or
     another backend gets none, and a mode with options is refused."""
-    from argparse import Namespace
-    tool = _benchmark_tool()
+    from dat_det.engine.compile_options import benchmark_inductor_options, inductor_config
 
     def options(**kwargs):
-        args = dict(compile=True, compile_mode=None, compile_options=None,
-                    compile_backend='inductor', device='cpu')
-        return tool.inductor_options(Namespace(**{**args, **kwargs}))
+        args = dict(compile=True, device='cpu', backend='inductor', mode=None, options=None)
+        return benchmark_inductor_options(**{**args, **kwargs})
 
     assert options() == dict(freezing=True, fallback_random=True)
     assert options(device='cuda') == dict(freezing=True)  # Inductor's CUDA RNG is fast
-    assert options(compile_options=dict(freezing=False)) == dict(freezing=False)
-    assert options(compile_mode='max-autotune') == {}
-    assert options(compile_backend='aot_eager') == {}
+    assert options(options=dict(freezing=False)) == dict(freezing=False)
+    assert options(mode='max-autotune') == {}
+    assert options(backend='aot_eager') == {}
     assert options(compile=False) == {}
-    with pytest.raises(SystemExit, match='exclusive'):
-        options(compile_mode='max-autotune', compile_options=dict(freezing=True))
+    with pytest.raises(ValueError, match='exclusive'):
+        options(mode='max-autotune', options=dict(freezing=True))
     # the options hold while the models run and are restored afterwards
-    import torch._inductor.config as inductor_config
-    before = inductor_config.freezing
-    with tool.inductor_config(dict(freezing=not before)):
-        assert inductor_config.freezing is (not before)
-    assert inductor_config.freezing is before
+    import torch._inductor.config as inductor_config_module
+    before = inductor_config_module.freezing
+    with inductor_config(dict(freezing=not before)):
+        assert inductor_config_module.freezing is (not before)
+    assert inductor_config_module.freezing is before
 
 
 @pytest.mark.filterwarnings('ignore')
@@ -196,12 +168,12 @@ def test_detector_benchmark_freezes_inference_graphs():
     """Held as the tool holds them, the options reach Inductor: a frozen inference graph keeps
     the weights it was compiled with (``torch.compile(options=...)`` would leave freezing
     off, and the graph would see the new weight)."""
-    tool = _benchmark_tool()
+    from dat_det.engine.compile_options import BENCHMARK_OPTIONS, inductor_config
     torch._dynamo.reset()
     model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)).eval()
     compiled = torch.compile(model)
     x = torch.randn(1, 4, 8, 8)
-    with tool.inductor_config(dict(tool.DEFAULT_COMPILE_OPTIONS)), torch.no_grad():
+    with inductor_config(dict(BENCHMARK_OPTIONS)), torch.no_grad():
         first = compiled(x)
         model[0].weight.add_(1.0)
         torch.testing.assert_close(compiled(x), first)

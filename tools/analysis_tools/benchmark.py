@@ -40,7 +40,6 @@ the work inside it), linear layers / matmuls and random numbers; with ``--compil
 most a compiler that leaves those groups as eager runs them could gain (from the eager shares).
 """
 import argparse
-import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -55,13 +54,9 @@ from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar, import_modules_from_strings
 
 from dat_det.analysis.inputs import random_batch
-from dat_det.engine.compile_options import CPU_TRAINING_OPTIONS
+from dat_det.engine.compile_options import benchmark_inductor_options, inductor_config
 from dat_det.utils.memory import peak_rss_growth_mib
 from dat_det.utils.timing import profile, time_interleaved, time_shares
-
-# Inductor options of ``--compile`` (see the module docstring); on CPU also
-# dat_det.engine.compile_options.CPU_TRAINING_OPTIONS, as tools/train.py adds them
-DEFAULT_COMPILE_OPTIONS = dict(freezing=True)
 
 # mmdet's detector with the same config schema and (converted) weights as ours
 MMDET_COUNTERPARTS = {'MSDADeformableDETR': 'DeformableDETR', 'MSDADINO': 'DINO'}
@@ -328,29 +323,15 @@ def main() -> None:
         print_compile_bound(results[0])
 
 
-def inductor_config(options: Dict):
-    """A context holding Inductor's config at ``options`` (nothing when empty)."""
-    if not options:
-        return contextlib.nullcontext()
-    import torch._inductor.config as inductor_config_module
-    return inductor_config_module.patch(options)
-
-
 def inductor_options(args: argparse.Namespace) -> Dict:
-    """Inductor config values to hold while the models run (``--compile-options``, else
-    :data:`DEFAULT_COMPILE_OPTIONS`, plus ``fallback_random`` on CPU; none with
-    ``--compile-mode`` or another backend). They are set as Inductor's config rather than
-    passed as ``torch.compile(options=...)``, which leaves ``freezing`` off."""
-    if args.compile_mode is not None and args.compile_options is not None:
+    """Inductor config values to hold while the models run (see
+    :func:`dat_det.engine.compile_options.benchmark_inductor_options`)."""
+    try:
+        return benchmark_inductor_options(args.compile, args.device, args.compile_backend,
+                                          args.compile_mode, args.compile_options)
+    except ValueError:
         raise SystemExit('--compile-mode and --compile-options are exclusive (torch.compile '
-                         'takes a mode or options)')
-    if not args.compile or args.compile_mode is not None or args.compile_backend != 'inductor':
-        return {}
-    if args.compile_options is not None:
-        return dict(args.compile_options)
-    if torch.device(args.device).type == 'cpu':
-        return {**DEFAULT_COMPILE_OPTIONS, **CPU_TRAINING_OPTIONS}
-    return dict(DEFAULT_COMPILE_OPTIONS)
+                         'takes a mode or options)') from None
 
 
 def print_compile_bound(eager: Dict) -> None:

@@ -5,7 +5,7 @@
 #   bash tools/analysis_tools/gpu_targets.sh [OUT_DIR]      # default work_dirs/gpu_targets
 #
 # The peers are mmcv's compiled CUDA op (multi-scale deformable attention, used by mmdet's
-# DeformableDETR and DINO) and the official DAT formulation (ported in dat_det/testing). mmcv
+# DeformableDETR and DINO), timm's Swin-T and mmdet's ResNet-50 (for the DAT backbones). mmcv
 # must be built with its CUDA ops for the op, Deformable DETR and DINO to have a peer, e.g.
 #   MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
 #     pip install --no-build-isolation mmcv==2.1.0
@@ -30,27 +30,21 @@ else
     echo "[gpu-targets] warning: mmcv is missing or built without CUDA ops; no mmcv peer" >&2
 fi
 
-echo "[gpu-targets] 1/5 op: encoder and decoder shapes, fp32 and bf16 (target: fwd+bwd at the"
+echo "[gpu-targets] 1/4 op: encoder and decoder shapes, fp32 and bf16 (target: fwd+bwd at the"
 echo "              encoder shape >= 3x mmcv in fp32, >= 4x in bf16; fwd <= 0.25 ms)"
 for dtype in float32 bfloat16; do
     "$PY" tools/analysis_tools/benchmark_msda.py --device cuda --dtype "$dtype" \
         --json "$OUT_DIR/msda_$dtype.json" | tee "$OUT_DIR/msda_$dtype.log"
 done
 
-echo "[gpu-targets] 2/5 DAT-T training step, 800x1333, batch 2 (target: >= 1.5x faster,"
-echo "              >= 2x lower peak memory than the official formulation)"
-"$PY" tools/analysis_tools/benchmark_backbone.py --arch dat-t --device cuda \
-    --sizes 800x1333 --batch 2 --json "$OUT_DIR/backbone_dat-t.json" \
-    | tee "$OUT_DIR/backbone_dat-t.log"
-
-echo "[gpu-targets] 3/5 DAT-T and DAT++-T against timm's Swin-T and mmdet's ResNet-50, batch 1:"
+echo "[gpu-targets] 2/4 DAT-T and DAT++-T against timm's Swin-T and mmdet's ResNet-50, batch 1:"
 echo "              inference 800x1333 and its peak memory, training step 512x512 (target:"
 echo "              DAT-T and DAT++-T within 1.5x of Swin-T's times, 2x of its memory)"
-"$PY" tools/analysis_tools/benchmark_backbone.py --peers --device cuda \
+"$PY" tools/analysis_tools/benchmark_backbone.py --device cuda \
     --profile-dir "$OUT_DIR/backbone_peers_profiles" --json "$OUT_DIR/backbone_peers.json" \
     | tee "$OUT_DIR/backbone_peers.log"
 
-echo "[gpu-targets] 4/5 Deformable DETR R50 training iteration, 800x1333, batch 2"
+echo "[gpu-targets] 3/4 Deformable DETR R50 training iteration, 800x1333, batch 2"
 echo "              (target: >= 1.5x faster than mmdet's DeformableDETR on mmcv's CUDA op)"
 if [[ $has_mmcv_cuda == 1 ]]; then
     "$PY" tools/analysis_tools/benchmark.py \
@@ -60,7 +54,7 @@ if [[ $has_mmcv_cuda == 1 ]]; then
 else
     echo "[gpu-targets] skipped: needs mmcv with its CUDA ops (see the top of this script)"
 fi
-echo "[gpu-targets] 5/5 DINO-4scale R50 training iteration, 800x1333, batch 2 (target: >= 1.5x"
+echo "[gpu-targets] 4/4 DINO-4scale R50 training iteration, 800x1333, batch 2 (target: >= 1.5x"
 echo "              faster than mmdet's DINO on mmcv's CUDA op), then ours under bf16 autocast"
 echo "              (mmcv's op has no bf16): the step must run with a finite loss"
 if [[ $has_mmcv_cuda == 1 ]]; then
