@@ -10,6 +10,8 @@ pretrained files are refused in one line (see docs/reliability.md). ``compile = 
 dict of ``torch.compile`` arguments) in a config compiles the training step; on CPU Inductor
 then calls eager's random-number generator (see ``dat_det/engine/compile_options.py``).
 """
+from __future__ import annotations
+
 import argparse
 import os
 import os.path as osp
