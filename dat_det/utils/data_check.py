@@ -12,24 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os.path as osp
-from collections.abc import Iterator
 from typing import Any
 
+from .config import dataset_configs
 from .errors import UserInputError
 
 _COCO_KEYS = ('images', 'annotations', 'categories')
-
-
-def _coco_datasets(dataset_cfg: Any) -> Iterator[dict]:
-    """Yield every leaf dataset config that has an ``ann_file`` (walks dataset wrappers)."""
-    if not isinstance(dataset_cfg, dict):
-        return
-    if 'dataset' in dataset_cfg:
-        yield from _coco_datasets(dataset_cfg['dataset'])
-    for child in dataset_cfg.get('datasets', []) or []:
-        yield from _coco_datasets(child)
-    if dataset_cfg.get('ann_file'):
-        yield dataset_cfg
 
 
 def _join(root: str, path: str) -> str:
@@ -167,7 +155,9 @@ def check_dataloader_datasets(cfg: Any, splits: tuple[str, ...]) -> list[str]:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
             continue
-        for dataset_cfg in _coco_datasets(loader.get('dataset')):
+        for dataset_cfg in dataset_configs(loader.get('dataset')):
+            if not dataset_cfg.get('ann_file'):
+                continue
             note = check_coco_dataset(dataset_cfg, split)
             if note:
                 notes.append(note)

@@ -121,3 +121,30 @@ def test_malformed_box_is_refused(shapes_copy, bbox, message):
     _save(shapes_copy, 'val', coco)
     with pytest.raises(UserInputError, match=message):
         check_coco_dataset(_val_cfg(shapes_copy), 'val')
+
+
+def test_checks_and_guards_reach_datasets_inside_wrappers(shapes_copy):
+    """ConcatDataset / RepeatDataset wrappers: the data check reaches every wrapped COCO
+    dataset and the train guard every wrapped pipeline."""
+    from mmengine.config import Config
+
+    from dat_det.engine.train_guards import skip_unreadable_train_images
+    from dat_det.utils.data_check import check_dataloader_datasets
+
+    def coco(ann_file: str) -> dict:
+        return dict(type='CocoDataset', data_root=f'{shapes_copy}/', ann_file=ann_file,
+                    data_prefix=dict(img='train/'),
+                    pipeline=[dict(type='LoadImageFromFile'), dict(type='PackDetInputs')])
+
+    good = 'annotations/instances_train.json'
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='ConcatDataset', datasets=[
+            coco(good), dict(type='RepeatDataset', times=2, dataset=coco('nope.json'))]))))
+    with pytest.raises(UserInputError, match='train annotation file not found: .*nope.json'):
+        check_dataloader_datasets(cfg, ('train', ))
+    skip_unreadable_train_images(cfg)
+    wrapped = cfg.train_dataloader.dataset.datasets
+    assert [d.pipeline[0].type for d in (wrapped[0], wrapped[1].dataset)] == [
+        'LoadImageOrSkip', 'LoadImageOrSkip']
+    wrapped[1].dataset.ann_file = good
+    assert check_dataloader_datasets(cfg, ('train', )) == []
