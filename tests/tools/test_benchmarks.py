@@ -30,7 +30,9 @@ def test_detector_benchmark_compares_with_mmdet(tmp_path, tiny_shapes_root):
     for name in ('MSDADeformableDETR', 'mmdet DeformableDETR'):
         assert re.search(rf'\[{name}\] inference: [\d.]+ ms/batch .* peak memory \d+ MiB', out)
         assert re.search(rf'\[{name}\] train iteration: [\d.]+ ms', out)
-    # same weights, same batch: the two models predict the same detections
+    # same weights, same batch: the same encoder output, and the same detections
+    memory = float(re.search(r'max \|ours - mmdet\| over the encoder output: (\S+)', out)[1])
+    assert memory < 1e-4
     diff = float(re.search(r'max \|ours - mmdet\| over scores and boxes: (\S+)', out).group(1))
     assert diff < 1e-3
     assert re.search(r'speed-up of ours over mmdet, inference: [\d.]+x', out)
@@ -154,41 +156,37 @@ def test_dat_attention_benchmark_checks_the_in_kernel_bias(arch):
                          proc.stdout), name
 
 
-def _benchmark_tool():
-    """tools/analysis_tools/benchmark.py as a module."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'dat_det_benchmark_tool', REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_detector_benchmark_inductor_options():
     """--compile holds freezing (and on CPU fallback_random) unless told otherwise; a mode or
     another backend gets none, and a mode with options is refused."""
-    from argparse import Namespace
-    tool = _benchmark_tool()
+    from dat_det.engine.compile_options import benchmark_inductor_options, inductor_config
+    from dat_det.utils.errors import UserInputError
 
-    def options(**kwargs):
-        args = dict(compile=True, compile_mode=None, compile_options=None,
-                    compile_backend='inductor', device='cpu')
-        return tool.inductor_options(Namespace(**{**args, **kwargs}))
+    def options(device='cpu', **kwargs):
+        return benchmark_inductor_options(device, **kwargs)
 
     assert options() == dict(freezing=True, fallback_random=True)
-    assert options(device='cuda') == dict(freezing=True)  # Inductor's CUDA RNG is fast
-    assert options(compile_options=dict(freezing=False)) == dict(freezing=False)
-    assert options(compile_mode='max-autotune') == {}
-    assert options(compile_backend='aot_eager') == {}
-    assert options(compile=False) == {}
-    with pytest.raises(SystemExit, match='exclusive'):
-        options(compile_mode='max-autotune', compile_options=dict(freezing=True))
+    assert options('cuda') == dict(freezing=True)  # Inductor's CUDA RNG is fast
+    assert options(options=dict(freezing=False)) == dict(freezing=False)
+    assert options(mode='max-autotune') == {}
+    assert options(backend='aot_eager') == {}
+    with pytest.raises(UserInputError, match='exclusive'):
+        options(mode='max-autotune', options=dict(freezing=True))
     # the options hold while the models run and are restored afterwards
-    import torch._inductor.config as inductor_config
-    before = inductor_config.freezing
-    with tool.inductor_config(dict(freezing=not before)):
-        assert inductor_config.freezing is (not before)
-    assert inductor_config.freezing is before
+    import torch._inductor.config as inductor_config_module
+    before = inductor_config_module.freezing
+    with inductor_config(dict(freezing=not before)):
+        assert inductor_config_module.freezing is (not before)
+    assert inductor_config_module.freezing is before
+
+
+def test_detector_benchmark_refuses_a_mode_with_options_in_one_line():
+    proc = run_tool('analysis_tools/benchmark.py', 'any_config.py', '--compile',
+                    '--compile-mode', 'max-autotune', '--compile-options', 'freezing=True')
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'error: --compile-mode and --compile-options are exclusive (torch.compile takes a mode '
+        'or options)')
 
 
 @pytest.mark.filterwarnings('ignore')
@@ -196,12 +194,12 @@ def test_detector_benchmark_freezes_inference_graphs():
     """Held as the tool holds them, the options reach Inductor: a frozen inference graph keeps
     the weights it was compiled with (``torch.compile(options=...)`` would leave freezing
     off, and the graph would see the new weight)."""
-    tool = _benchmark_tool()
+    from dat_det.engine.compile_options import BENCHMARK_OPTIONS, inductor_config
     torch._dynamo.reset()
     model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)).eval()
     compiled = torch.compile(model)
     x = torch.randn(1, 4, 8, 8)
-    with tool.inductor_config(dict(tool.DEFAULT_COMPILE_OPTIONS)), torch.no_grad():
+    with inductor_config(dict(BENCHMARK_OPTIONS)), torch.no_grad():
         first = compiled(x)
         model[0].weight.add_(1.0)
         torch.testing.assert_close(compiled(x), first)
