@@ -14,6 +14,10 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 NPROC=${NPROC:-2}
 start=$(date +%s)
+# mmengine writes each run's logs to a new WORK_DIR/<yyyymmdd_hhmmss> folder; an earlier
+# (perhaps interrupted) run in the same work dir left its own, so this run's is the new one
+log_dirs() { ls "$WORK_DIR" 2>/dev/null | grep -E '^[0-9]{8}_[0-9]{6}$' | sort || true; }
+earlier_logs=$(log_dirs)
 
 echo "[demo] training $CONFIG (work dir $WORK_DIR)"
 # TRAIN_ARGS: more tools/train.py arguments, e.g. another schedule:
@@ -21,6 +25,7 @@ echo "[demo] training $CONFIG (work dir $WORK_DIR)"
 # shellcheck disable=SC2086  # TRAIN_ARGS is split into arguments on purpose
 PYTHON="$PY" bash tools/dist_train.sh "$CONFIG" "$NPROC" --work-dir "$WORK_DIR" ${TRAIN_ARGS:-}
 checkpoint=$(cat "$WORK_DIR/last_checkpoint")
+train_logs=$(comm -13 <(echo "$earlier_logs") <(log_dirs) | tail -n 1)
 
 echo "[demo] evaluating $checkpoint on the val split"
 "$PY" tools/test.py "$CONFIG" "$checkpoint" --work-dir "$WORK_DIR/test" --show-dir vis \
@@ -37,7 +42,7 @@ echo
 echo "[demo] done in $(( $(date +%s) - start ))s"
 echo "[demo] bbox mAP (val):  $("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['coco/bbox_mAP'])" "$metrics")"
 echo "[demo] checkpoint:      $checkpoint"
-echo "[demo] training logs:   $WORK_DIR/$(ls -t "$WORK_DIR" | grep -E '^[0-9]{8}_[0-9]{6}$' | tail -n 1)"
+echo "[demo] training logs:   $([[ -n $train_logs ]] && echo "$WORK_DIR/$train_logs" || echo 'none written')"
 echo "[demo] test metrics:    $metrics"
 echo "[demo] detections:      $WORK_DIR/detections.png (left: ground truth, right: predictions)"
 echo "[demo] sampling points: $WORK_DIR/deformable/"

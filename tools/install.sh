@@ -73,7 +73,7 @@ echo "[install] dat_det and the rest of the stack"
 pip_install -r requirements.txt -r requirements-dev.txt
 pip_install --no-deps -e .
 
-"$PY" -c "import torch, mmcv.ops, mmdet, mmengine, timm, einops, dat_det; \
+"$PY" -c "import torch, mmcv.ops, mmdet, mmengine, timm, dat_det; \
 print(f'[install] ok: torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, '\
       f'mmengine {mmengine.__version__}, timm {timm.__version__}')"
 echo "$key" > "$STAMP"

@@ -5,15 +5,11 @@
 """
 import argparse
 import os
-import os.path as osp
 
 from mmdet.evaluation import DumpDetResults
 from mmengine.config import DictAction
 
-from dat_det.engine import build_runner, set_work_dir, teardown_distributed
-from dat_det.utils.checkpoint_compat import check_checkpoint
-from dat_det.utils.config import load_config
-from dat_det.utils.data_check import check_dataloader_datasets
+from dat_det.engine import build_runner, build_test_config, teardown_distributed
 from dat_det.utils.errors import UserInputError, exit_on_stopped_run, exit_on_user_error
 
 
@@ -37,31 +33,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_cfg(args: argparse.Namespace):
-    if not osp.isfile(args.checkpoint):
-        raise UserInputError(f'checkpoint not found: {args.checkpoint}')
-    check_checkpoint(args.checkpoint)
-    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        raise UserInputError(f'--out must be a .pkl file, got {args.out}')
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    set_work_dir(cfg, args.work_dir, args.config)
-    cfg.load_from = args.checkpoint
-    if args.show_dir:
-        hook = cfg.get('default_hooks', {}).get('visualization')
-        if hook is None:
-            raise UserInputError('--show-dir needs a `visualization` entry in default_hooks')
-        hook.update(draw=True, test_out_dir=args.show_dir, score_thr=args.score_thr)
-    check_dataloader_datasets(cfg, ('test',))
-    return cfg
-
-
 def main() -> None:
     args = parse_args()
     finished = False
     try:
         with exit_on_user_error():
-            cfg = build_cfg(args)
+            if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+                raise UserInputError(f'--out must be a .pkl file, got {args.out}')
+            cfg = build_test_config(args.config, args.checkpoint, work_dir=args.work_dir,
+                                    cfg_options=args.cfg_options, launcher=args.launcher,
+                                    show_dir=args.show_dir, score_thr=args.score_thr)
             runner = build_runner(cfg)
         if args.out:
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

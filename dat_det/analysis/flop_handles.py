@@ -6,8 +6,9 @@ ops (softmax, bias adds) count zero.
 - Multi-scale deformable attention: every sample ``(b, q, head, level, point)`` bilinearly
   interpolates ``C`` channels (4 multiply-adds each) and adds them with its attention weight
   (1 more), so the op costs ``5 * B * Lq * heads * C * levels * points``. Traced, the op is
-  one node of its registered name (``dat_det::multi_scale_deformable_attn``, whatever the
-  backend) or, for mmcv's CUDA op, a ``prim::PythonOp``; the default counters skip both.
+  one node of one of its registered names (:data:`dat_det.ops.TRACED_OP_NAMES`: the operator,
+  or the private path of its ``gather`` / ``triton`` backend) or, for mmcv's CUDA op, a
+  ``prim::PythonOp``; the default counters skip them.
 - ``aten::scaled_dot_product_attention`` (DAT's deformable, window attention): ``Q K^T`` and
   ``A V`` cost ``B * heads * Lq * Lk * (E + Ev)``; the default counters skip it.
 """
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 from mmengine.analysis.jit_handles import get_shape
 
-from dat_det.ops import OP_NAME as MSDA_OP_NAME
+from dat_det.ops import TRACED_OP_NAMES as MSDA_OP_NAMES
 
 Handle = Callable[[List[Any], List[Any]], Any]
 
@@ -68,7 +69,7 @@ def _python_op(name: str) -> str:
 
 
 DAT_DET_OP_HANDLES: Dict[str, Handle] = {
-    MSDA_OP_NAME: msda_flop_jit,
+    **{name: msda_flop_jit for name in MSDA_OP_NAMES},
     # mmcv's op on CUDA, for comparisons with mmdet's DeformableDETR
     _python_op('MultiScaleDeformableAttnFunction'): msda_flop_jit,
     'aten::scaled_dot_product_attention': sdpa_flop_jit,

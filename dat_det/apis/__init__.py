@@ -14,9 +14,8 @@ its input tensors.
 from mmdet.apis import inference_detector
 
 from .detector_inputs import load_detector, prepare_image, preprocess
-from .inference import DetInferencer, check_checkpoint_fits, init_detector, read_checkpoint
+from .inference import DetInferencer, check_checkpoint_fits, init_detector
 from .video import detect_video, is_video
 
 __all__ = ['DetInferencer', 'check_checkpoint_fits', 'detect_video', 'inference_detector',
-           'init_detector', 'is_video', 'load_detector', 'prepare_image', 'preprocess',
-           'read_checkpoint']
+           'init_detector', 'is_video', 'load_detector', 'prepare_image', 'preprocess']

@@ -15,38 +15,21 @@ from mmdet.apis.det_inferencer import IMG_EXTENSIONS
 from mmdet.datasets.transforms import InferencerLoader
 from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
-from mmengine.runner.checkpoint import CheckpointLoader
 
-from dat_det.utils.checkpoint_compat import mmengine_checkpoint_globals
+from dat_det.utils.checkpoint_compat import load_checkpoint_file
 from dat_det.utils.config import load_config
 from dat_det.utils.errors import UserInputError, one_line
 
 
-def read_checkpoint(path: str) -> dict:
-    """The checkpoint at ``path`` as mmengine reads it (on the CPU).
-
-    Raises:
-        UserInputError: the file is missing or is not a checkpoint torch can read.
-    """
-    if not osp.isfile(path):
-        raise UserInputError(f'checkpoint not found: {path}')
-    try:
-        with mmengine_checkpoint_globals():  # mmengine's types allowed for this load only
-            checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    except Exception as err:  # noqa: BLE001 - whatever torch.load raises, the file is unusable
-        raise UserInputError(f'cannot read checkpoint {path}: {one_line(err)[:300]}') from err
-    if not isinstance(checkpoint, Mapping):
-        raise UserInputError(f'checkpoint {path} holds a {type(checkpoint).__name__}, '
-                             'not a state dict')
-    return dict(checkpoint)
-
-
-def check_checkpoint_fits(model: nn.Module, checkpoint: Mapping, name: str) -> None:
+def check_checkpoint_fits(model: nn.Module, checkpoint: Any, name: str) -> None:
     """Raise unless ``checkpoint`` has exactly ``model``'s weights (names and shapes).
 
     mmengine loads checkpoints non-strictly and only warns, so a checkpoint of another
     model would silently leave a randomly initialised detector.
     """
+    if not isinstance(checkpoint, Mapping):
+        raise UserInputError(f'checkpoint {name} holds a {type(checkpoint).__name__}, '
+                             'not a state dict')
     state = checkpoint.get('state_dict', checkpoint)
     state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
     target = model.state_dict()
@@ -107,13 +90,14 @@ class DetInferencer(MMDetInferencer):
                     ) -> nn.Module:
         # mmengine's version, with a checkpoint read that fails in one line; a config is
         # always given here, so the config-from-checkpoint branch is not needed.
-        checkpoint = read_checkpoint(weights) if weights is not None else None
+        checkpoint = (load_checkpoint_file(weights, map_location='cpu')
+                      if weights is not None else None)
         model = MODELS.build(cfg.model)
         model.cfg = cfg
         self._load_weights_to_model(model, checkpoint, cfg)
         return model.to(device).eval()
 
-    def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
+    def _load_weights_to_model(self, model: nn.Module, checkpoint: Any,
                                cfg: Config) -> None:
         if checkpoint is None:
             super()._load_weights_to_model(model, checkpoint, cfg)

@@ -7,11 +7,13 @@
   an order that never leaves the run without a complete checkpoint: the new checkpoint is
   renamed into place, then ``last_checkpoint`` is replaced (atomically too), and only then are
   checkpoints beyond ``max_keep_ckpts`` removed (mmengine removes them before saving).
-- The local checkpoint loader of mmengine's ``CheckpointLoader`` (prefix ``''``) is replaced by
-  one that checks the file first (:func:`dat_det.utils.checkpoint_compat.check_checkpoint`) and
-  allows mmengine's own types to the safe unpickler for that load only, so every path that
-  loads a local checkpoint (``--resume``, ``load_from``, ``init_cfg=Pretrained``, test.py)
-  reports a truncated or corrupt file in one line naming it.
+- :func:`use_checked_checkpoint_loader` (called by :func:`dat_det.engine.build_runner`)
+  replaces the local checkpoint loader of mmengine's ``CheckpointLoader`` (prefix ``''``) by
+  :func:`dat_det.utils.checkpoint_compat.load_checkpoint_file`, which checks the file first and
+  allows mmengine's own types to the safe unpickler for that load only, so every path of the
+  runner that loads a local checkpoint (``--resume``, ``load_from``, ``init_cfg=Pretrained``,
+  test.py) reports a truncated or corrupt file in one line naming it. Importing this module
+  changes nothing.
 """
 from __future__ import annotations
 
@@ -131,10 +133,16 @@ class AtomicCheckpointHook(CheckpointHook):
                 self.file_backend.rmtree(path)
 
 
-@CheckpointLoader.register_scheme(prefixes='', force=True)
 def load_from_local(filename: str, map_location=None):
     """mmengine's local checkpoint loader, with the file checked and errors in one line."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint not found: {filename}')
-    return load_checkpoint_file(filename, map_location=map_location)
+    return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
+
+
+def use_checked_checkpoint_loader() -> None:
+    """Make mmengine's ``CheckpointLoader`` read local files with :func:`load_from_local`.
+
+    mmengine keeps its loaders in one table for the whole process, so this holds for every
+    later load in the process (calling it again changes nothing); only code that builds a
+    runner (:func:`dat_det.engine.build_runner`) calls it.
+    """
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)

@@ -1,6 +1,6 @@
-"""Inductor options ``tools/train.py`` adds to a config's ``compile`` (mmengine's route to
-``torch.compile`` of the model's ``train_step``), and those ``tools/analysis_tools/benchmark.py``
-holds while compiled models run.
+"""Inductor options: those ``tools/train.py`` adds to a config's ``compile`` (mmengine's route
+to ``torch.compile`` of the model's ``train_step``), and those
+``tools/analysis_tools/benchmark.py --compile`` holds while it times a model.
 
 On CPU, Inductor generates its own random numbers inside fused kernels for dropout, and that
 generated code is slower than eager's ``bernoulli_`` (six FFN-dropout kernels of ~59 ms each in
@@ -8,15 +8,24 @@ a Deformable DETR R50 training step at 320x320, one thread). ``fallback_random=T
 compiled graphs call eager's random-number generator instead, which is faster there and draws
 the same numbers as an eager run with the same seed. On CUDA Inductor's generator is fast, so
 nothing is added.
+
+The benchmark also freezes the graphs compiled without autograd (inference): the weights
+become constants, batch norms fold into convolutions and weights are pre-packed for oneDNN.
+These options are set as Inductor's config while the models run (:func:`inductor_config`),
+because ``torch.compile(options=...)`` leaves ``freezing`` off.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, ContextManager, Dict, Optional
+from typing import Any, ContextManager
+
+import torch
+
+from dat_det.utils.errors import UserInputError
 
 CPU_TRAINING_OPTIONS = dict(fallback_random=True)
-# Benchmarked inference graphs take their weights as constants (frozen), as deployment would.
+#: Inductor options of the benchmark's ``--compile`` on every device
 BENCHMARK_OPTIONS = dict(freezing=True)
 
 
@@ -37,32 +46,32 @@ def with_cpu_training_options(compile_cfg: Any, cuda: bool) -> Any:
     return cfg
 
 
-def benchmark_inductor_options(compile: bool, device: str, backend: str = 'inductor',
-                               mode: Optional[str] = None,
-                               options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Inductor config values to hold while compiled models run: ``options`` if given, else
-    :data:`BENCHMARK_OPTIONS` plus, on CPU, :data:`CPU_TRAINING_OPTIONS`; none without
-    compilation, with a ``mode`` or with another backend. (Held as Inductor's config rather
-    than passed as ``torch.compile(options=...)``, which leaves ``freezing`` off.)
+def benchmark_inductor_options(device: str, options: dict | None = None,
+                               mode: str | None = None, backend: str = 'inductor') -> dict:
+    """Inductor config values the benchmark holds while compiled models run.
+
+    ``options`` (``--compile-options``) when given, else :data:`BENCHMARK_OPTIONS` plus, on
+    CPU, :data:`CPU_TRAINING_OPTIONS`; none with a ``mode`` or a backend other than Inductor.
 
     Raises:
-        ValueError: both a ``mode`` and ``options`` (``torch.compile`` takes one or the other).
+        UserInputError: both a ``mode`` and ``options`` (``torch.compile`` takes one).
     """
     if mode is not None and options is not None:
-        raise ValueError('a compile mode and compile options are exclusive (torch.compile '
-                         'takes a mode or options)')
-    if not compile or mode is not None or backend != 'inductor':
+        raise UserInputError('--compile-mode and --compile-options are exclusive (torch.compile '
+                             'takes a mode or options)')
+    if mode is not None or backend != 'inductor':
         return {}
     if options is not None:
         return dict(options)
-    if str(device).split(':')[0] == 'cpu':
+    if torch.device(device).type == 'cpu':
         return {**BENCHMARK_OPTIONS, **CPU_TRAINING_OPTIONS}
     return dict(BENCHMARK_OPTIONS)
 
 
-def inductor_config(options: Dict[str, Any]) -> ContextManager:
-    """A context holding Inductor's config at ``options`` (nothing when empty)."""
+def inductor_config(options: dict) -> ContextManager:
+    """A context holding Inductor's config at ``options`` and restoring it afterwards
+    (nothing when ``options`` is empty)."""
     if not options:
         return contextlib.nullcontext()
-    import torch._inductor.config as inductor_config_module
-    return inductor_config_module.patch(options)
+    import torch._inductor.config as config  # only needed when compiling with Inductor
+    return config.patch(options)

@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from .checkpoint_io import use_checked_checkpoint_loader
 from .distributed import setup_cpu_distributed
 
 
@@ -19,6 +20,9 @@ def set_work_dir(cfg: Config, work_dir: str | None, config_path: str) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The config's runner (``runner_type``) or mmengine's default one, also on CPU-only DDP."""
+    """The config's runner (``runner_type``) or mmengine's default one, also on CPU-only DDP;
+    it reads local checkpoints through dat_det's checked loader
+    (:func:`~dat_det.engine.checkpoint_io.use_checked_checkpoint_loader`)."""
     setup_cpu_distributed(cfg)
+    use_checked_checkpoint_loader()
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -18,6 +18,7 @@ import sys
 from typing import Any, Iterator
 
 from dat_det.utils.checkpoint_compat import check_checkpoint, checkpoint_problem
+from dat_det.utils.config import dataset_configs
 from dat_det.utils.errors import UserInputError
 
 OFFICIAL_DAT_WEIGHTS = 'https://github.com/LeapLabTHU/DAT'
@@ -53,21 +54,11 @@ def guard_nonfinite_loss(cfg: Any) -> None:
     _add_import(cfg, 'dat_det.engine')
 
 
-def _datasets(dataset_cfg: Any) -> Iterator[dict]:
-    if not isinstance(dataset_cfg, dict):
-        return
-    yield dataset_cfg
-    if 'dataset' in dataset_cfg:
-        yield from _datasets(dataset_cfg['dataset'])
-    for child in dataset_cfg.get('datasets', []) or []:
-        yield from _datasets(child)
-
-
 def skip_unreadable_train_images(cfg: Any) -> None:
     import dat_det.datasets.transforms  # noqa: F401  (registers LoadImageOrSkip)
 
     loader = cfg.get('train_dataloader') or {}
-    for dataset in _datasets(loader.get('dataset')):
+    for dataset in dataset_configs(loader.get('dataset')):
         for step in dataset.get('pipeline') or []:
             if isinstance(step, dict) and step.get('type') in ('LoadImageFromFile',
                                                                'mmdet.LoadImageFromFile'):

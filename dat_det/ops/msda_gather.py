@@ -9,9 +9,8 @@ a fused kernel that never materializes the gathered rows.
 The backward is hand written (:func:`gather_backward`) so that it never materializes them
 either:
 
-- tap gradients ``<grad_out[bag], value_row>``: ``grad_out @ value.T`` sampled at the taps
-  (``torch.sparse.sampled_addmm``) on CPU, the per-sample-weight gradient of
-  ``embedding_bag`` elsewhere;
+- tap gradients ``<grad_out[bag], value_row>``: the per-sample-weight gradient of
+  ``embedding_bag`` (see :func:`_tap_weight_grads` for why not ``sampled_addmm``);
 - ``grad_value``: per level, the samples sorted by the row of their first corner become bags
   of a second ``embedding_bag`` over the rows of ``grad_out``, one per corner (a sorted segment
   sum instead of a scatter with atomics; see :func:`_scatter_to_rows`);
@@ -22,7 +21,6 @@ per level and the ``(B * heads, C, Lq, levels * points)`` intermediate. The code
 torch and device agnostic: the ``gather`` backend of the operator, its choice for CPU
 tensors.
 """
-import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -208,8 +206,7 @@ def gather_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
         wy0, wy1 = taps.weight_y
         # d out / d (tap weight) per corner, each (n, k)
         g00, g01, g10, g11 = _tap_weight_grads(
-            grad_bags, table, taps.rows, taps_per_bag,
-            taps.weights).view(taps.rows.shape).unbind(-1)
+            grad_bags, table, taps.rows, taps_per_bag).view(taps.rows.shape).unbind(-1)
         along_x0 = g00 * wx0 + g01 * wx1  # corners of row y0, summed along x
         along_x1 = g10 * wx0 + g11 * wx1
         if weight_grad:
@@ -229,29 +226,19 @@ def gather_backward(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
 
 
 def _tap_weight_grads(grad_bags: Tensor, table: Tensor, rows: Tensor,
-                      taps_per_bag: int, tap_weights: Tensor) -> Tensor:
-    """``(n * 4,)`` dot products ``<grad_out[bag], table[row]>`` of every tap (no gathered
-    rows are materialized).
+                      taps_per_bag: int) -> Tensor:
+    """``(n * 4 * k,)`` dot products ``<grad_out[bag], table[row]>`` of every tap, without
+    materializing the gathered rows: the per-sample-weight gradient of ``embedding_bag``.
 
-    On CPU: ``grad_out @ table.T`` sampled at the taps, ``torch.sparse.sampled_addmm`` with
-    the taps as a CSR matrix of ``taps_per_bag`` entries per bag (duplicates allowed); its
-    kernel runs vectorized dot products in parallel over the bags, several times faster
-    than the per-sample-weight gradient of ``embedding_bag``, which calls BLAS once per
-    tap. ``tap_weights`` (of the taps' shape) only fill the matrix's values, which
-    ``beta=0`` ignores. Elsewhere: that ``embedding_bag`` gradient.
+    Not ``grad_out @ table.T`` sampled at the taps (``torch.sparse.sampled_addmm`` with the
+    taps as a CSR matrix), although its CPU kernel is several times faster: the taps of a bag
+    repeat rows (points on one pixel, corners clamped outside the map) in no order, and a CSR
+    matrix must have sorted, distinct column indices per row. torch checks only part of that
+    when it allocates the result, and fails once a bag has more taps than the table has rows
+    (a single level of 1x1, 1x2 or 2x1 pixels, say); sorting and merging them costs more than
+    the kernel saves.
     """
     indices = rows.reshape(-1)
-    if indices.device.type == 'cpu':
-        index_dtype = indices.dtype if indices.numel() < 2**31 else torch.int64
-        crow = torch.arange(0, indices.numel() + 1, taps_per_bag, dtype=index_dtype)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter('ignore', UserWarning)
-            # valid by construction: rows clamped into the table, crow_indices increasing
-            taps = torch.sparse_csr_tensor(crow, indices.to(index_dtype),
-                                           tap_weights.reshape(-1),
-                                           size=(grad_bags.shape[0], table.shape[0]),
-                                           check_invariants=False)
-            return torch.sparse.sampled_addmm(taps, grad_bags, table.t(), beta=0.0).values()
     offsets = torch.arange(0, indices.numel(), taps_per_bag, device=indices.device,
                            dtype=indices.dtype)
     bag_of_tap = torch.div(torch.arange(indices.numel(), device=indices.device,

@@ -14,24 +14,29 @@ each map, attention_weights ``(B, Lq, heads, levels, points)``; the output is
 ``(B, Lq, heads * C)``. Sampling is bilinear with zero padding and ``align_corners=False``.
 
 The operator is registered with ``torch.library`` as ``dat_det::multi_scale_deformable_attn``
-(:data:`OP_NAME`) with a fake implementation (shapes only) and an autograd formula whose
-gradients come from a second operator, ``dat_det::multi_scale_deformable_attn_backward``. So
-``torch.compile`` and ``torch.jit.trace`` see one node per call, never a graph break, and the
-FLOP counter keys on that name. The operator returns its output and, when asked
-(``save_taps``, set by :func:`multi_scale_deformable_attn` for the ``gather`` backend when a
-gradient will be needed), the bilinear taps of the ``gather`` backend, which autograd saves
-for the backward instead of recomputing them (empty tensors otherwise). The backend is a
-string argument of the operator:
+(:data:`OP_NAME`), schema ``(value, spatial_shapes, level_start_index, sampling_locations,
+attention_weights, str backend) -> Tensor``, with a fake implementation (shapes only) and an
+autograd formula whose gradients come from a second operator,
+``dat_det::multi_scale_deformable_attn_backward``. So ``torch.compile`` and ``torch.jit.trace``
+see one node per call, never a graph break, and the FLOP counter keys on its name. The
+backends are one table (:data:`BACKENDS`, :mod:`dat_det.ops.msda_backends`):
 
 - ``pytorch``: the exact ``grid_sample`` reference (any device).
 - ``gather`` (alias ``cpu``): one weighted gather over all levels (``embedding_bag``); several
-  times faster than the reference on CPU. Plain torch, so it runs on any device.
+  times faster than the reference on CPU. Plain torch, so it runs on any device. When a
+  gradient will be needed, :func:`multi_scale_deformable_attn` runs it as an operator of its
+  own, ``dat_det::multi_scale_deformable_attn_gather``, whose forward hands its bilinear taps
+  to its backward.
 - ``triton``: fused forward and backward kernels for CUDA tensors (CPU tensors too when
-  ``TRITON_INTERPRET=1``, which is how they are tested without a GPU). Under
-  ``torch.compile`` the operator decomposes into the kernels (``torch.library.wrap_triton``),
-  as a ``torch.library.triton_op`` does, so the compiler sees them.
+  ``TRITON_INTERPRET=1``, which is how they are tested without a GPU).
+  :func:`multi_scale_deformable_attn` runs them as a ``torch.library.triton_op``,
+  ``dat_det::multi_scale_deformable_attn_triton``, which ``torch.compile`` decomposes into the
+  kernels (in interpreter mode: the opaque operator).
 - ``auto``: ``triton`` for CUDA tensors when Triton is importable, ``gather`` for CPU tensors,
   ``pytorch`` otherwise.
+
+In a trace (``torch.jit.trace``, Dynamo's graph, the FLOP counter) every call is one node of
+one of these names (:data:`TRACED_OP_NAMES`), all taking the operator's first five arguments.
 
 The backend comes from the ``backend`` argument, else from the environment variable
 ``DAT_DET_MSDA_BACKEND``, else ``auto``.
@@ -43,28 +48,38 @@ to keep the exported graph valid for every image size.
 
 Precision: computation runs in float32 (float64 when any input is float64) whatever the input
 dtypes, also under autocast; the output has the dtype of ``value`` (float64 in the float64
-case), and gradients flow back in each input's own dtype.
+case), and gradients flow back in each input's own dtype (:mod:`dat_det.ops.msda_precision`).
 """
-import contextlib
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from . import msda_triton
-from .msda_gather import BilinearTaps, gather_backward, gather_forward
-from .msda_pytorch import msda_pytorch, msda_pytorch_backward
+from .msda_backends import (
+    BACKENDS,
+    GATHER_OP_NAME,
+    automatic_backend,
+    empty_gradients,
+    output_like,
+)
+from .msda_layout import SpatialShapes, level_layout, level_sizes
+from .msda_pytorch import msda_pytorch
 from .msda_validation import check_level_layout, check_level_sizes, check_msda_inputs
+
+__all__ = ['OP_NAME', 'BACKWARD_OP_NAME', 'TRACED_OP_NAMES', 'BACKENDS', 'BACKEND_ALIASES',
+           'BACKEND_ENV_VAR', 'SpatialShapes', 'available_backends', 'level_layout',
+           'level_sizes', 'multi_scale_deformable_attn', 'resolve_backend', 'triton_available',
+           'triton_interpreter_enabled']
 
 OP_NAME = 'dat_det::multi_scale_deformable_attn'
 BACKWARD_OP_NAME = 'dat_det::multi_scale_deformable_attn_backward'
-BACKENDS = ('pytorch', 'gather', 'triton')
+#: the operators a call can appear as in a trace (forward only), each taking ``(value,
+#: spatial_shapes, level_start_index, sampling_locations, attention_weights, ...)``
+TRACED_OP_NAMES = (OP_NAME, GATHER_OP_NAME, msda_triton.OP_NAME)
 BACKEND_ALIASES = {'cpu': 'gather'}
 BACKEND_ENV_VAR = 'DAT_DET_MSDA_BACKEND'
-
-#: ``(levels, 2)`` integer tensor of ``(H, W)``, or the same as Python int pairs
-SpatialShapes = Union[Tensor, Sequence[Tuple[int, int]]]
 
 
 def triton_available() -> bool:
@@ -81,10 +96,8 @@ def triton_interpreter_enabled() -> bool:
 def available_backends(device: 'torch.device | str' = 'cpu') -> 'list[str]':
     """Backends that can run on tensors of ``device``."""
     device = torch.device(device)
-    names = ['pytorch', 'gather']
-    if triton_available() and (device.type == 'cuda' or triton_interpreter_enabled()):
-        names.append('triton')
-    return names
+    return [name for name, backend in BACKENDS.items()
+            if backend.unavailable_reason(device) is None]
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
@@ -92,41 +105,16 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     name = backend if backend is not None else os.environ.get(BACKEND_ENV_VAR) or 'auto'
     name = BACKEND_ALIASES.get(name.lower(), name.lower())
     if name == 'auto':
-        if device.type == 'cuda' and triton_available():
-            return 'triton'
-        return 'gather' if device.type == 'cpu' else 'pytorch'
+        return automatic_backend(device)
     if name not in BACKENDS:
         source = 'backend' if backend is not None else BACKEND_ENV_VAR
+        choices = tuple(BACKENDS) + ('auto', ) + tuple(BACKEND_ALIASES)
         raise ValueError(f'{source}={name!r} is not a multi-scale deformable attention '
-                         f"backend; choose one of {BACKENDS + ('auto', ) + tuple(BACKEND_ALIASES)}")
-    if name == 'triton':
-        if not triton_available():
-            raise ValueError('backend triton requested but triton is not installed')
-        if device.type != 'cuda' and not triton_interpreter_enabled():
-            raise ValueError(f'backend triton needs CUDA tensors, got {device.type} tensors '
-                             '(set TRITON_INTERPRET=1 to run the kernels on CPU for testing)')
+                         f'backend; choose one of {choices}')
+    reason = BACKENDS[name].unavailable_reason(device)
+    if reason is not None:
+        raise ValueError(reason)
     return name
-
-
-def level_sizes(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
-    """``[(H, W)]`` per level as Python ints; reads a tensor back (a device sync, and a graph
-    break under ``torch.compile``: pass the sizes as ints where they are known)."""
-    if isinstance(spatial_shapes, Tensor):
-        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    return [(h, w) for h, w in spatial_shapes]
-
-
-def level_layout(sizes: Sequence[Tuple[int, int]],
-                 device: 'torch.device | str | None' = None) -> Tuple[Tensor, Tensor]:
-    """``spatial_shapes`` ``(levels, 2)`` and ``level_start_index`` ``(levels,)`` int64 tensors
-    of the level sizes ``[(H, W)]`` (Python ints, checked positive)."""
-    sizes = check_level_sizes(sizes)
-    starts, total = [], 0
-    for height, width in sizes:
-        starts.append(total)
-        total += height * width
-    return (torch.tensor(sizes, dtype=torch.long, device=device).view(len(sizes), 2),
-            torch.tensor(starts, dtype=torch.long, device=device))
 
 
 def multi_scale_deformable_attn(value: Tensor, spatial_shapes: SpatialShapes,
@@ -167,13 +155,9 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: SpatialShapes,
     check_msda_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                       attention_weights)
     name = resolve_backend(backend, value.device)
-    save_taps = name == 'gather' and torch.is_grad_enabled() and (
-        value.requires_grad or sampling_locations.requires_grad
-        or attention_weights.requires_grad)
     with torch.autocast(device_type=value.device.type, enabled=False):
-        return torch.ops.dat_det.multi_scale_deformable_attn(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            name, save_taps)[0]
+        return BACKENDS[name].apply(value, spatial_shapes, level_start_index,
+                                    sampling_locations, attention_weights)
 
 
 def _export_decomposition(value: Tensor, spatial_shapes: SpatialShapes,
@@ -188,193 +172,66 @@ def _export_decomposition(value: Tensor, spatial_shapes: SpatialShapes,
     return msda_pytorch(value, sizes, sampling_locations, attention_weights)
 
 
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _out_dtype(value: Tensor, compute_dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if compute_dtype == torch.float64 else value.dtype
-
-
-#: the operator's outputs: the result, then the saved taps (:meth:`BilinearTaps.tensors`)
-OpOutputs = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
-NUM_TAP_TENSORS = 7
-
-
 @torch.library.custom_op(OP_NAME, mutates_args=())
 def _msda_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-             sampling_locations: Tensor, attention_weights: Tensor, backend: str,
-             save_taps: bool = False) -> OpOutputs:
-    """The operator (eager): inputs as :func:`multi_scale_deformable_attn`, ``backend`` one
-    of :data:`BACKENDS`. Returns the output, then the seven tensors of the ``gather``
-    backend's :class:`BilinearTaps` when ``save_taps`` (empty tensors otherwise)."""
-    compute = _compute_dtype(value, sampling_locations, attention_weights)
+             sampling_locations: Tensor, attention_weights: Tensor, backend: str) -> Tensor:
+    """The operator (eager): inputs as :func:`multi_scale_deformable_attn`, ``backend`` a
+    name of :data:`BACKENDS`."""
     if spatial_shapes.device.type == 'cpu':
         check_level_layout(value.shape[1], spatial_shapes, level_start_index)
-    if backend == 'triton':
-        with _direct_triton_launch():
-            out = msda_triton.triton_forward(value, spatial_shapes, level_start_index,
-                                             sampling_locations, attention_weights, compute)
-        return (out, ) + _no_taps(value)
-    value_c = value.to(compute)
-    locations_c = sampling_locations.to(compute)
-    weights_c = attention_weights.to(compute)
-    taps = _no_taps(value)
-    if backend == 'gather':
-        out = gather_forward(value_c, spatial_shapes.long(), level_start_index.long(),
-                             locations_c, weights_c, return_taps=save_taps)
-        if save_taps:
-            out, gathered = out
-            taps = gathered.tensors()
-    elif backend == 'pytorch':
-        out = msda_pytorch(value_c, level_sizes(spatial_shapes), locations_c, weights_c)
-    else:
-        raise ValueError(f'unknown backend {backend!r}; choose one of {BACKENDS}')
-    return (out.to(_out_dtype(value, compute)), ) + taps
+    return _backend(backend).forward(value, spatial_shapes, level_start_index,
+                                     sampling_locations, attention_weights)
 
 
-def _no_taps(like: Tensor) -> Tuple[Tensor, ...]:
-    """Empty stand-ins for the taps (not saved, or not a ``gather`` backend), on the device
-    of ``like``, float32 whatever the inputs' dtypes."""
-    return tuple(like.new_empty(0, dtype=torch.float32) for _ in range(NUM_TAP_TENSORS))
+def _backend(name: str):
+    if name not in BACKENDS:
+        raise ValueError(f'unknown backend {name!r}; choose one of {tuple(BACKENDS)}')
+    return BACKENDS[name]
 
 
 @_msda_op.register_fake
 def _msda_fake(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-               sampling_locations: Tensor, attention_weights: Tensor, backend: str,
-               save_taps: bool = False) -> OpOutputs:
-    batch, num_values, heads, channels = value.shape
-    compute = _compute_dtype(value, sampling_locations, attention_weights)
-    out = value.new_empty((batch, sampling_locations.shape[1], heads * channels),
-                          dtype=_out_dtype(value, compute))
-    if not (save_taps and backend == 'gather'):
-        return (out, ) + _no_taps(value)
-    # as gather_forward / bilinear_taps make them
-    _, num_queries, _, levels, points, _ = sampling_locations.shape
-    samples = (batch * num_queries * heads, levels * points)
-    index_dtype = torch.int32 if batch * num_values * heads < 2**30 else torch.int64
-    rows = value.new_empty(samples + (4, ), dtype=index_dtype)
-    first_rows = value.new_empty(samples, dtype=index_dtype)
-    weights = value.new_empty(samples + (4, ), dtype=compute)
-    per_axis = [value.new_empty(samples + (2, ), dtype=compute) for _ in range(4)]
-    return (out, rows, first_rows, weights, *per_axis)
+               sampling_locations: Tensor, attention_weights: Tensor, backend: str) -> Tensor:
+    return output_like(value, sampling_locations, attention_weights)
 
 
 @torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
 def _msda_backward_op(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
                       level_start_index: Tensor, sampling_locations: Tensor,
                       attention_weights: Tensor, backend: str, value_grad: bool,
-                      location_grad: bool, taps: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+                      location_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(grad_value, grad_locations, grad_weights)`` of the operator, each in its
-    input's dtype; an empty tensor stands for a gradient not asked for. ``taps``: the tap
-    tensors the forward saved (``gather`` backend), or empty ones to recompute them."""
-    compute = _compute_dtype(value, sampling_locations, attention_weights)
-    if backend == 'triton':
-        with _direct_triton_launch():
-            grads = msda_triton.triton_backward(grad_out, value, spatial_shapes,
-                                                level_start_index, sampling_locations,
-                                                attention_weights, compute, value_grad)
-    else:
-        args = (grad_out.to(compute), value.to(compute))
-        locations_c = sampling_locations.to(compute)
-        weights_c = attention_weights.to(compute)
-        if backend == 'gather':
-            saved = (BilinearTaps.from_tensors(tuple(taps), weights_c)
-                     if len(taps) == NUM_TAP_TENSORS and taps[0].numel() else None)
-            grads = gather_backward(*args, spatial_shapes.long(), level_start_index.long(),
-                                    locations_c, weights_c, value_grad, location_grad,
-                                    taps=saved)
-        elif backend == 'pytorch':
-            grads = msda_pytorch_backward(*args, level_sizes(spatial_shapes), locations_c,
-                                          weights_c, value_grad, location_grad)
-        else:
-            raise ValueError(f'unknown backend {backend!r}; choose one of {BACKENDS}')
-    grad_value, grad_locations, grad_weights = grads
-    return (grad_value.to(value.dtype) if value_grad else value.new_empty(0),
-            grad_locations.to(sampling_locations.dtype) if location_grad
-            else sampling_locations.new_empty(0),
-            grad_weights.to(attention_weights.dtype))
+    input's dtype; an empty tensor stands for a gradient not asked for."""
+    return _backend(backend).backward(grad_out, value, spatial_shapes, level_start_index,
+                                      sampling_locations, attention_weights, value_grad,
+                                      location_grad)
 
 
 @_msda_backward_op.register_fake
 def _msda_backward_fake(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
                         level_start_index: Tensor, sampling_locations: Tensor,
                         attention_weights: Tensor, backend: str, value_grad: bool,
-                        location_grad: bool, taps: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    return (torch.empty_like(value) if value_grad else value.new_empty(0),
-            torch.empty_like(sampling_locations) if location_grad
-            else sampling_locations.new_empty(0),
-            torch.empty_like(attention_weights))
+                        location_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return empty_gradients(value, sampling_locations, attention_weights, value_grad,
+                           location_grad)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend \
-        = inputs[:6]
-    taps = output[1:]
-    ctx.mark_non_differentiable(*taps)
-    ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations,
-                          attention_weights, *taps)
-    ctx.backend = backend
+    ctx.save_for_backward(*inputs[:5])
+    ctx.backend = inputs[5]
 
 
-def _backward(ctx, grad_out: Tensor, *_tap_grads):
-    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *taps = \
+def _backward(ctx, grad_out: Tensor):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = \
         ctx.saved_tensors
     value_grad, _, _, location_grad, weight_grad = ctx.needs_input_grad[:5]
-    grads = torch.ops.dat_det.multi_scale_deformable_attn_backward(
-        grad_out, value, spatial_shapes, level_start_index, sampling_locations,
-        attention_weights, ctx.backend, value_grad, location_grad, taps)
-    grad_value, grad_locations, grad_weights = grads
+    grad_value, grad_locations, grad_weights = \
+        torch.ops.dat_det.multi_scale_deformable_attn_backward(
+            grad_out, value, spatial_shapes, level_start_index, sampling_locations,
+            attention_weights, ctx.backend, value_grad, location_grad)
     return (grad_value if value_grad else None, None, None,
             grad_locations if location_grad else None,
-            grad_weights if weight_grad else None, None, None)
+            grad_weights if weight_grad else None, None)
 
 
 _msda_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _direct_triton_launch():
-    """Eager calls launch the kernels directly, not through the ``wrap_triton`` higher-order
-    op (which is only needed while tracing and costs about a millisecond per call)."""
-    try:
-        from torch._library.triton import set_wrap_triton_enabled
-    except ImportError:  # pragma: no cover - private helper of recent torch
-        return contextlib.nullcontext()
-    return set_wrap_triton_enabled(False)
-
-
-def _register_triton_decomposition() -> None:
-    """Under ``torch.compile`` (AOT tracing, ``FunctionalTensorMode``) the ``triton`` backend
-    of both operators decomposes into its kernels, as a ``torch.library.triton_op`` does, so
-    that the compiler sees them; the other backends stay one opaque node. So does ``triton``
-    in interpreter mode, where ``wrap_triton`` hands back the bare Python kernel, which can
-    only run on real tensors."""
-    if not msda_triton.TRITON_AVAILABLE or msda_triton.INTERPRET_MODE:
-        return
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
-    def forward_rule(mode, op, types, args, kwargs):
-        inputs, backend = args[:5], args[5]
-        if backend != 'triton':
-            return mode.__torch_dispatch__(op, types, args, kwargs)
-        compute = _compute_dtype(inputs[0], inputs[3], inputs[4])
-        with mode:
-            return (msda_triton.triton_forward(*inputs, compute), ) + _no_taps(inputs[0])
-
-    def backward_rule(mode, op, types, args, kwargs):
-        (grad_out, value, shapes, starts, locations, weights, backend, value_grad,
-         location_grad, _) = args
-        if backend != 'triton':
-            return mode.__torch_dispatch__(op, types, args, kwargs)
-        compute = _compute_dtype(value, locations, weights)
-        with mode:
-            grad_value, grad_locations, grad_weights = msda_triton.triton_backward(
-                grad_out, value, shapes, starts, locations, weights, compute, value_grad)
-            return (grad_value if value_grad else value.new_empty(0),
-                    grad_locations if location_grad else locations.new_empty(0), grad_weights)
-
-    _msda_op.register_torch_dispatch(FunctionalTensorMode, forward_rule)
-    _msda_backward_op.register_torch_dispatch(FunctionalTensorMode, backward_rule)
-
-
-_register_triton_decomposition()

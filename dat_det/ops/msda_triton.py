@@ -16,6 +16,11 @@ Design:
 - Block sizes are autotuned on CUDA; in interpreter mode (``TRITON_INTERPRET=1``, CPU tensors)
   a single small configuration is used.
 
+The kernels reach the operator through a ``torch.library.triton_op`` pair,
+``dat_det::multi_scale_deformable_attn_triton`` (with its autograd formula) and its backward:
+eager calls launch the kernels directly, and ``torch.compile`` decomposes the operators into
+them (``torch.library.wrap_triton``), so the compiler sees the kernels.
+
 Whether the kernels run in interpreter mode is decided when this module is imported, because
 Triton decides it when a kernel is defined.
 """
@@ -25,7 +30,9 @@ from typing import Tuple
 
 import torch
 from torch import Tensor
-from torch.library import wrap_triton
+from torch.library import triton_op, wrap_triton
+
+from .msda_precision import compute_dtype
 
 try:
     import triton
@@ -38,6 +45,8 @@ INTERPRET_MODE = os.environ.get('TRITON_INTERPRET', '0') == '1'
 _INTERPRET_BLOCK_Q = 16
 COARSE_TAIL_POSITIONS = 1280
 COARSE_REPLICAS = 4
+OP_NAME = 'dat_det::multi_scale_deformable_attn_triton'
+BACKWARD_OP_NAME = 'dat_det::multi_scale_deformable_attn_triton_backward'
 
 _TORCH_TO_TL = {}
 
@@ -201,8 +210,8 @@ def triton_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     """Output ``(B, Lq, heads * C)`` of the fused forward kernel, in the dtype of ``value``
     (float64 if ``compute_dtype`` is). Inputs as :func:`msda_triton`.
 
-    Only torch ops and kernels launched through ``torch.library.wrap_triton``: the operator
-    lets ``torch.compile`` trace this function, so the compiler sees the kernels.
+    Only torch ops and kernels launched through ``torch.library.wrap_triton``: the
+    ``triton_op`` lets ``torch.compile`` trace this function, so the compiler sees the kernels.
     """
     batch, num_values, heads, channels = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
@@ -289,3 +298,41 @@ def msda_triton(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
         raise RuntimeError('triton is not installed')
     return triton_forward(value, spatial_shapes, level_start_index, sampling_locations,
                           attention_weights, compute_dtype)
+
+
+if TRITON_AVAILABLE:
+
+    @triton_op(OP_NAME, mutates_args=())
+    def _triton_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                   sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+        """:func:`triton_forward` in the operators' precision."""
+        return triton_forward(value, spatial_shapes, level_start_index, sampling_locations,
+                              attention_weights,
+                              compute_dtype(value, sampling_locations, attention_weights))
+
+    @triton_op(BACKWARD_OP_NAME, mutates_args=())
+    def _triton_backward_op(grad_out: Tensor, value: Tensor, spatial_shapes: Tensor,
+                            level_start_index: Tensor, sampling_locations: Tensor,
+                            attention_weights: Tensor,
+                            value_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        """:func:`triton_backward` in the operators' precision."""
+        return triton_backward(grad_out, value, spatial_shapes, level_start_index,
+                               sampling_locations, attention_weights,
+                               compute_dtype(value, sampling_locations, attention_weights),
+                               value_grad)
+
+    def _setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    def _backward(ctx, grad_out: Tensor):
+        value, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
+        value_grad, _, _, location_grad, weight_grad = ctx.needs_input_grad
+        grad_value, grad_locations, grad_weights = \
+            torch.ops.dat_det.multi_scale_deformable_attn_triton_backward(
+                grad_out, value, spatial_shapes, level_start_index, locations, weights,
+                value_grad)
+        return (grad_value if value_grad else None, None, None,
+                grad_locations if location_grad else None,
+                grad_weights if weight_grad else None)
+
+    _triton_op.register_autograd(_backward, setup_context=_setup_context)

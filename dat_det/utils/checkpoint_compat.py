@@ -99,7 +99,19 @@ def check_checkpoint(path: str, what: str = 'checkpoint') -> None:
 
 
 def load_checkpoint_file(path: str, map_location: Any = None) -> Any:
-    """``torch.load`` of a checked local file with mmengine's types allowed for this load only."""
+    """What the local checkpoint file ``path`` holds: ``torch.load(weights_only=True)`` with
+    mmengine's types allowed for this load only.
+
+    The one reader of local checkpoints: mmengine's runner reads them through it (see
+    :func:`dat_det.engine.checkpoint_io.use_checked_checkpoint_loader`), and so do
+    :mod:`dat_det.apis`.
+
+    Raises:
+        CheckpointError: ``checkpoint not found: PATH``, or ``checkpoint PATH is unreadable:
+            why`` (truncated, corrupt, not a checkpoint).
+    """
+    if not osp.isfile(path):
+        raise CheckpointError(f'checkpoint not found: {path}')
     check_checkpoint(path)
     try:
         with mmengine_checkpoint_globals():

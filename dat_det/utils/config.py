@@ -1,8 +1,10 @@
-"""Loading configs with command-line overrides that must name existing keys."""
+"""Loading configs with command-line overrides that must name existing keys, and walking the
+dataset configs of a dataloader."""
 from __future__ import annotations
 
 import difflib
 import os.path as osp
+from collections.abc import Iterator
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
@@ -46,3 +48,15 @@ def load_config(path: str, cfg_options: dict | None = None) -> Config:
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def dataset_configs(dataset_cfg: Any) -> Iterator[dict]:
+    """Every dataset config of a dataloader's ``dataset``: the config itself, then, depth
+    first, those its wrappers hold (``dataset`` of ``RepeatDataset`` / ``ClassBalancedDataset``
+    / ``MultiImageMixDataset``, ``datasets`` of ``ConcatDataset``)."""
+    if not isinstance(dataset_cfg, dict):
+        return
+    yield dataset_cfg
+    yield from dataset_configs(dataset_cfg.get('dataset'))
+    for child in dataset_cfg.get('datasets') or []:
+        yield from dataset_configs(child)

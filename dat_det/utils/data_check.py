@@ -3,33 +3,25 @@
 A missing dataset folder, an annotation file that is not COCO json, an image listed in the
 json but absent on disk, a malformed box, or (for evaluation splits, which cannot skip samples)
 an unreadable image or one whose size differs from the json is reported here instead of deep
-inside a data-loader worker. What training handles on its own is counted in one note per split:
-boxes mmdet ignores (zero or negative size, outside their image) and images without
-annotations.
+inside a data-loader worker. What training handles on its own is counted in one note per split,
+the annotations by id: those mmdet's ``CocoDataset`` drops (boxes of zero or negative size or
+outside their image, a ``category_id`` the file does not define, a category outside the
+dataset's classes) and images without annotations.
 """
 from __future__ import annotations
 
 import json
 import math
 import os.path as osp
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
+from .config import dataset_configs
 from .errors import UserInputError
 
 _COCO_KEYS = ('images', 'annotations', 'categories')
-
-
-def _coco_datasets(dataset_cfg: Any) -> Iterator[dict]:
-    """Yield every leaf dataset config that has an ``ann_file`` (walks dataset wrappers)."""
-    if not isinstance(dataset_cfg, dict):
-        return
-    if 'dataset' in dataset_cfg:
-        yield from _coco_datasets(dataset_cfg['dataset'])
-    for child in dataset_cfg.get('datasets', []) or []:
-        yield from _coco_datasets(child)
-    if dataset_cfg.get('ann_file'):
-        yield dataset_cfg
+#: annotations named per reason in a note (the rest are counted)
+NAMED_ANNOTATIONS = 3
 
 
 def _join(root: str, path: str) -> str:
@@ -67,10 +59,25 @@ def check_coco_dataset(dataset_cfg: dict, split: str = 'train') -> str | None:
         raise UserInputError(f'{split} image listed in {ann_file} not found: '
                              f'{osp.join(img_dir, missing[0])}{more}')
     check_image_fields(coco, ann_file, split)
-    counts = check_annotations(coco, ann_file, split)
+    counts = check_annotations(coco, ann_file, split, dataset_classes(dataset_cfg))
     if dataset_cfg.get('test_mode'):
         check_image_headers(coco, img_dir, split)
     return annotation_note(counts, ann_file, split)
+
+
+def dataset_classes(dataset_cfg: dict) -> tuple[str, ...] | None:
+    """The class names a dataset keeps: its config's ``metainfo``, else those of its type
+    (``CocoDataset``: COCO's 80); None when they cannot be known."""
+    classes = (dataset_cfg.get('metainfo') or {}).get('classes')
+    if classes is not None:
+        return tuple(classes)
+    try:
+        from mmdet.registry import DATASETS
+        dataset_type = DATASETS.get(dataset_cfg.get('type', 'CocoDataset'))
+    except ImportError:
+        return None
+    classes = (getattr(dataset_type, 'METAINFO', None) or {}).get('classes')
+    return tuple(classes) if classes else None
 
 
 def check_image_fields(coco: dict, ann_file: str, split: str) -> None:
@@ -93,10 +100,22 @@ def _box_inside(box: list, img: dict) -> float:
     return inter_w * inter_h
 
 
-def check_annotations(coco: dict, ann_file: str, split: str) -> dict[str, int]:
-    """Refuse malformed annotations; count what mmdet's ``CocoDataset`` will ignore."""
+def check_annotations(coco: dict, ann_file: str, split: str,
+                      classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Refuse malformed annotations; find those mmdet's ``CocoDataset`` will drop.
+
+    Returns:
+        ``bad_size``, ``outside``, ``unknown_category``, ``other_class``: the dropped
+        annotations, each named ``annotation ID (FILE...)`` under the first of these reasons
+        it meets (``classes``: the class names the dataset keeps, None for all);
+        ``no_annotations``, ``only_ignored``: image counts.
+    """
     images = {img['id']: img for img in coco['images']}
-    counts = dict(bad_size=0, outside=0, no_annotations=0, only_ignored=0)
+    categories = {cat.get('id'): cat.get('name') for cat in coco['categories']}
+    kept = set(categories) if classes is None else {
+        cid for cid, name in categories.items() if name in set(classes)}
+    dropped: dict[str, list[str]] = dict(bad_size=[], outside=[], unknown_category=[],
+                                         other_class=[])
     valid_per_image = {img_id: 0 for img_id in images}
     annotated = set()
     for ann in coco['annotations']:
@@ -113,25 +132,43 @@ def check_annotations(coco: dict, ann_file: str, split: str) -> dict[str, int]:
                                  'numeric area')
         if ann.get('ignore', False) or ann.get('iscrowd', 0):
             continue
+        image = images[ann['image_id']]
         annotated.add(ann['image_id'])
+        where = f'annotation {ann.get("id")} ({image["file_name"]}'
+        category = ann.get('category_id')
         if ann['area'] <= 0 or box[2] < 1 or box[3] < 1:
-            counts['bad_size'] += 1
-        elif _box_inside(box, images[ann['image_id']]) == 0:
-            counts['outside'] += 1
+            dropped['bad_size'].append(f'{where})')
+        elif _box_inside(box, image) == 0:
+            dropped['outside'].append(f'{where})')
+        elif category not in categories:
+            dropped['unknown_category'].append(f'{where}, category_id {category!r})')
+        elif category not in kept:
+            dropped['other_class'].append(f'{where}, {categories[category]!r})')
         else:
             valid_per_image[ann['image_id']] += 1
-    counts['no_annotations'] = len(images) - len(annotated)
-    counts['only_ignored'] = sum(1 for i in annotated if valid_per_image[i] == 0)
-    return counts
+    return dict(dropped, no_annotations=len(images) - len(annotated),
+                only_ignored=sum(1 for i in annotated if valid_per_image[i] == 0))
 
 
-def annotation_note(counts: dict[str, int], ann_file: str, split: str) -> str | None:
-    """One line saying what will be ignored, or None when nothing is."""
-    parts = []
-    if counts['bad_size']:
-        parts.append(f"{counts['bad_size']} boxes with zero or negative size are ignored")
-    if counts['outside']:
-        parts.append(f"{counts['outside']} boxes entirely outside their image are ignored")
+def _named(names: list[str]) -> str:
+    more = len(names) - NAMED_ANNOTATIONS
+    return ', '.join(names[:NAMED_ANNOTATIONS]) + (f' and {more} more' if more > 0 else '')
+
+
+_DROP_REASONS = (
+    ('bad_size', 'boxes with zero or negative size are ignored'),
+    ('outside', 'boxes entirely outside their image are ignored'),
+    ('unknown_category', 'annotations whose category_id is not a category of the file are '
+                         'ignored'),
+    ('other_class', "annotations of categories outside the dataset's classes are ignored"),
+)
+
+
+def annotation_note(counts: dict[str, Any], ann_file: str, split: str) -> str | None:
+    """One line saying what will be ignored (the annotations by id), or None when nothing
+    is."""
+    parts = [f'{len(counts[key])} {text}: {_named(counts[key])}'
+             for key, text in _DROP_REASONS if counts[key]]
     if counts['no_annotations']:
         parts.append(f"{counts['no_annotations']} images without annotations "
                      + ('are skipped' if split == 'train' else 'have no ground truth'))
@@ -167,7 +204,9 @@ def check_dataloader_datasets(cfg: Any, splits: tuple[str, ...]) -> list[str]:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
             continue
-        for dataset_cfg in _coco_datasets(loader.get('dataset')):
+        for dataset_cfg in dataset_configs(loader.get('dataset')):
+            if not dataset_cfg.get('ann_file'):
+                continue
             note = check_coco_dataset(dataset_cfg, split)
             if note:
                 notes.append(note)

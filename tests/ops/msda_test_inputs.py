@@ -16,6 +16,26 @@ SHAPE_CASES: List[Tuple[int, Tuple[Tuple[int, int], ...], int, int, int, int]] =
     (3, ((6, 9), (3, 5), (2, 3)), 1, 48, 7, 3),
 ]
 
+# degenerate layouts: (batch, spatial shapes, heads, channels, points, queries, low, high),
+# locations uniform in [low, high]; the last ones sample outside every map only
+DEGENERATE_CASES = [
+    (1, ((1, 1),), 1, 4, 1, 3, -0.2, 1.2),
+    (2, ((1, 1),), 2, 3, 3, 2, -0.2, 1.2),
+    (1, ((1, 2),), 1, 2, 2, 4, -0.2, 1.2),
+    (1, ((1, 5),), 3, 4, 1, 3, -0.2, 1.2),
+    (1, ((2, 1),), 1, 4, 2, 2, -0.2, 1.2),
+    (2, ((5, 1),), 1, 1, 4, 3, -0.2, 1.2),
+    (1, ((1, 1), (1, 3), (4, 1)), 2, 4, 1, 2, -0.2, 1.2),
+    (1, ((3, 4), (1, 1)), 1, 8, 1, 1, -0.2, 1.2),
+    (1, ((1, 1),), 1, 4, 2, 3, 1.3, 4.0),
+    (2, ((3, 2), (1, 2)), 2, 4, 2, 3, -5.0, -0.6),
+]
+
+
+def degenerate_case_id(case) -> str:
+    *layout, low, high = case
+    return f'{case_id(layout)}-at{low:g}..{high:g}'
+
 
 def case_id(case) -> str:
     batch, shapes, heads, channels, points, queries = case

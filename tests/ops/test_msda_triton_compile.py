@@ -60,3 +60,37 @@ def test_kernels_compile_for_sm90(dtype):
     bwd_signature.update({name: 'constexpr' for name in bwd_constants})
     compiled = _compile(msda_triton._msda_bwd_kernel, bwd_signature, bwd_constants)
     assert 'red.global' in compiled.asm['ptx'] or 'atom.global' in compiled.asm['ptx']
+
+
+def test_triton_operators_decompose_into_the_kernels():
+    """Under AOT autograd (what torch.compile runs) the Triton backend's operators, forward
+    and backward, become the kernels themselves (``triton_kernel_wrapper_functional`` nodes
+    the compiler can see), not opaque calls. Traced on fake CUDA tensors: no GPU needed."""
+    import torch
+    from torch._functorch.aot_autograd import aot_function
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from tests.ops.msda_test_inputs import make_msda_inputs
+
+    inputs = make_msda_inputs(1, ((5, 7), (1, 1)), 2, 8, 2, 5, dtype=torch.float32,
+                              requires_grad=False)
+    names = ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations',
+             'attention_weights')
+    mode = FakeTensorMode()
+    with mode:
+        args = [torch.empty(inputs[k].shape, dtype=inputs[k].dtype, device='cuda')
+                for k in names]
+        grad_out = torch.empty(1, 5, 16, device='cuda')
+    ops = torch.ops.dat_det
+    graphs = {}
+    for name, fn in (
+            ('forward', lambda *a: ops.multi_scale_deformable_attn_triton(*a)),
+            ('backward', lambda g, *a: ops.multi_scale_deformable_attn_triton_backward(
+                g, *a, True))):
+        traced = aot_function(fn, fw_compiler=lambda gm, _, n=name: graphs.setdefault(n, gm))
+        with mode:
+            traced(*(([grad_out] if name == 'backward' else []) + args))
+    for name, graph in graphs.items():
+        targets = [str(node.target) for node in graph.graph.nodes]
+        assert any('triton_kernel_wrapper_functional' in t for t in targets), (name, targets)
+        assert not any('dat_det' in t for t in targets), (name, targets)

@@ -18,7 +18,9 @@ pytest.importorskip('triton')
 from dat_det.ops import available_backends, multi_scale_deformable_attn  # noqa: E402
 from dat_det.ops.msda_op import resolve_backend  # noqa: E402
 from tests.ops.msda_test_inputs import (  # noqa: E402
+    DEGENERATE_CASES,
     case_id,
+    degenerate_case_id,
     forward_and_grads,
     make_msda_inputs,
 )
@@ -129,6 +131,33 @@ def test_triton_inference_mode():
 
 def test_registered_operator_passes_opcheck_on_triton():
     """Schema, fake implementation, autograd registration and AOT tracing of the operator
-    with the Triton backend (opaque in interpreter mode; see ``msda_op``)."""
+    with the Triton backend (opaque in interpreter mode; see ``msda_backends``)."""
     from tests.ops.test_msda_registration import assert_opcheck
     assert_opcheck('triton', TINY_CASES[0])
+
+
+@pytest.mark.parametrize('case', DEGENERATE_CASES, ids=degenerate_case_id)
+def test_triton_degenerate_layouts_match_mmcv(case):
+    pytest.importorskip('mmcv.ops.multi_scale_deform_attn')
+    from tests.ops.test_msda_degenerate_shapes import assert_matches_mmcv
+    assert_matches_mmcv('triton', case)
+
+
+def test_triton_op_and_its_autograd_formula():
+    """The ``triton_op`` pair that carries the kernels outside interpreter mode (where
+    ``torch.compile`` decomposes it), run eagerly: output and gradients of the reference."""
+    inputs = make_msda_inputs(*TINY_CASES[1], dtype=torch.float64, seed=12)
+
+    def op(**kw):
+        return torch.ops.dat_det.multi_scale_deformable_attn_triton(
+            kw['value'], kw['spatial_shapes'], kw['level_start_index'],
+            kw['sampling_locations'], kw['attention_weights'])
+
+    _assert_all_close(forward_and_grads(op, inputs), forward_and_grads(_op('pytorch'), inputs),
+                      atol=1e-12, rtol=1e-12)
+    frozen = {**inputs, 'value': inputs['value'].detach()}
+    out = op(**frozen)
+    grads = torch.autograd.grad(out.sum(), [frozen['sampling_locations']])
+    expected = torch.autograd.grad(_op('pytorch')(**frozen).sum(),
+                                   [frozen['sampling_locations']])
+    torch.testing.assert_close(grads[0], expected[0], atol=1e-12, rtol=1e-12)

@@ -76,6 +76,31 @@ def test_dat_deformable_attention_matches_hand_count():
     assert report.by_operator['scaled_dot_product_attention'] == hw * ns * 2 * c
 
 
+def test_detector_complexity_traces_the_whole_tensor_path():
+    """Every deformable attention of the encoder (one query per position) and of the decoder
+    (one per object query) is counted, and the detector itself is left as it was."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from dat_det.analysis import detector_complexity
+    from dat_det.analysis.inputs import random_image_batch
+    from dat_det.apis import preprocess
+    from tests.tools.tiny_configs import tiny_ddetr_model
+
+    register_all_modules()
+    import dat_det.models  # noqa: F401
+    model = MODELS.build(tiny_ddetr_model()).eval()
+    inputs, samples = preprocess(model, random_image_batch(64, 80))
+    with torch.no_grad():
+        report = detector_complexity(model, inputs, samples)
+    # levels of strides 8..64 on 64x80: 8x10, 4x5, 2x3, 1x2 = 108 positions
+    heads, channels, levels, points, layers, queries = 4, 8, 4, 2, 2, 20
+    per_query = 5 * heads * channels * levels * points
+    assert report.by_operator['msda'] == per_query * layers * (108 + queries)
+    assert report.params == sum(p.numel() for p in model.parameters())
+    assert 'forward' not in vars(model)
+
+
 def test_get_flops_tool_counts_deformable_ops(tmp_path, tiny_shapes_root):
     config = tiny_ddetr_config(tmp_path, tiny_shapes_root)
     proc = run_tool('analysis_tools/get_flops.py', str(config), '--shape', '64', '80',

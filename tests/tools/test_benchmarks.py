@@ -30,7 +30,9 @@ def test_detector_benchmark_compares_with_mmdet(tmp_path, tiny_shapes_root):
     for name in ('MSDADeformableDETR', 'mmdet DeformableDETR'):
         assert re.search(rf'\[{name}\] inference: [\d.]+ ms/batch .* peak memory \d+ MiB', out)
         assert re.search(rf'\[{name}\] train iteration: [\d.]+ ms', out)
-    # same weights, same batch: the two models predict the same detections
+    # same weights, same batch: the same encoder output, and the same detections
+    memory = float(re.search(r'max \|ours - mmdet\| over the encoder output: (\S+)', out)[1])
+    assert memory < 1e-4
     diff = float(re.search(r'max \|ours - mmdet\| over scores and boxes: (\S+)', out).group(1))
     assert diff < 1e-3
     assert re.search(r'speed-up of ours over mmdet, inference: [\d.]+x', out)
@@ -142,18 +144,17 @@ def test_detector_benchmark_inductor_options():
     """--compile holds freezing (and on CPU fallback_random) unless told otherwise; a mode or
     another backend gets none, and a mode with options is refused."""
     from dat_det.engine.compile_options import benchmark_inductor_options, inductor_config
+    from dat_det.utils.errors import UserInputError
 
-    def options(**kwargs):
-        args = dict(compile=True, device='cpu', backend='inductor', mode=None, options=None)
-        return benchmark_inductor_options(**{**args, **kwargs})
+    def options(device='cpu', **kwargs):
+        return benchmark_inductor_options(device, **kwargs)
 
     assert options() == dict(freezing=True, fallback_random=True)
-    assert options(device='cuda') == dict(freezing=True)  # Inductor's CUDA RNG is fast
+    assert options('cuda') == dict(freezing=True)  # Inductor's CUDA RNG is fast
     assert options(options=dict(freezing=False)) == dict(freezing=False)
     assert options(mode='max-autotune') == {}
     assert options(backend='aot_eager') == {}
-    assert options(compile=False) == {}
-    with pytest.raises(ValueError, match='exclusive'):
+    with pytest.raises(UserInputError, match='exclusive'):
         options(mode='max-autotune', options=dict(freezing=True))
     # the options hold while the models run and are restored afterwards
     import torch._inductor.config as inductor_config_module
@@ -161,6 +162,15 @@ def test_detector_benchmark_inductor_options():
     with inductor_config(dict(freezing=not before)):
         assert inductor_config_module.freezing is (not before)
     assert inductor_config_module.freezing is before
+
+
+def test_detector_benchmark_refuses_a_mode_with_options_in_one_line():
+    proc = run_tool('analysis_tools/benchmark.py', 'any_config.py', '--compile',
+                    '--compile-mode', 'max-autotune', '--compile-options', 'freezing=True')
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'error: --compile-mode and --compile-options are exclusive (torch.compile takes a mode '
+        'or options)')
 
 
 @pytest.mark.filterwarnings('ignore')

@@ -123,3 +123,34 @@ def test_corrupt_pretrained_file_refused(tmp_path):
     with pytest.raises(UserInputError, match=r'pretrained weights \(model.backbone.init_cfg.'
                                              r'checkpoint\) .* fails its CRC check'):
         check_pretrained_files(cfg)
+
+
+def test_the_checked_loader_is_installed_by_building_a_runner_not_by_an_import():
+    """Importing dat_det.engine leaves mmengine's local checkpoint loader alone; the runner
+    builder installs the checked one, through which a broken file fails in one line."""
+    code = """
+import sys
+from mmengine.runner import CheckpointLoader
+original = CheckpointLoader._schemes['']
+import dat_det.engine, dat_det.models, dat_det.apis
+assert CheckpointLoader._schemes[''] is original, 'replaced by an import'
+from dat_det.engine.checkpoint_io import load_from_local, use_checked_checkpoint_loader
+use_checked_checkpoint_loader()
+assert CheckpointLoader._schemes[''] is load_from_local
+try:
+    CheckpointLoader.load_checkpoint(sys.argv[1])
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broken = _good(Path(tmp) / 'broken.pth')
+        truncate(broken)
+        proc = subprocess.run([sys.executable, '-c', code, str(broken)], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == (f'CheckpointError checkpoint {broken} is unreadable: '
+                                           'truncated zip archive (no central directory)')

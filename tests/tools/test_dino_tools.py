@@ -84,6 +84,54 @@ def test_benchmark_compares_dino_with_mmdet(tmp_path, tiny_shapes_root):
     for name in ('MSDADINO', 'mmdet DINO'):
         assert re.search(rf'\[{name}\] inference: [\d.]+ ms/batch', stdout), stdout
         assert re.search(rf'\[{name}\] train iteration: [\d.]+ ms', stdout), stdout
-    diff = float(re.search(r'max \|ours - mmdet\| over scores and boxes: (\S+)', stdout)[1])
-    assert diff < 1e-3
+    before_selection = [float(x) for x in re.findall(
+        r'max \|ours - mmdet\| over (?:the encoder output|the scores and boxes of the encoder '
+        r'proposals \(before the top-k query selection\)): (\S+)', stdout)]
+    assert len(before_selection) == 2 and max(before_selection) < 1e-3, stdout
+    detections = re.search(r'max \|ours - mmdet\| over scores and boxes: (\S+)', stdout)
+    assert (float(detections[1]) < 1e-3 if detections
+            else 'detections not compared: ' in stdout), stdout
     assert re.search(r'speed-up of ours over mmdet, train: [\d.]+x', stdout)
+
+
+def test_dino_comparison_is_made_before_the_query_selection():
+    """Detections are compared only when both DINOs start their decoders from the same
+    proposals; the encoder and the proposal scores are compared always."""
+    import copy
+
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    import dat_det.models  # noqa: F401
+    from dat_det.analysis.detector_comparison import compare_detectors
+    from dat_det.analysis.inputs import random_batch
+    from dat_det.models.checkpoint import to_mmdet
+
+    register_all_modules()
+    torch.manual_seed(0)
+    config = tiny_dino_model(256)
+    ours = MODELS.build(copy.deepcopy(config))  # building writes into bbox_head's config
+    ours.init_weights()
+    theirs = MODELS.build(dict(copy.deepcopy(config), type='DINO'))
+    theirs.load_state_dict(to_mmdet(ours.state_dict()), strict=True)
+    ours.eval()
+    theirs.eval()
+    batch = random_batch((96, 128), num_classes=5)
+
+    same = compare_detectors(ours, theirs, batch)
+    assert same.memory < 1e-4 and same.proposals < 1e-4 and same.queries == 20
+    if same.differing_queries == 0:
+        assert same.detections < 1e-3
+    else:  # near-tied random scores ranked apart by rounding: then nothing to compare
+        assert same.detections is None
+
+    # another ranking of the proposals: other queries, detections not compared
+    scorer = theirs.bbox_head.cls_branches[theirs.decoder.num_layers]
+    with torch.no_grad():
+        scorer.weight.add_(torch.randn(scorer.weight.shape) * scorer.weight.std())
+    moved = compare_detectors(ours, theirs, batch)
+    assert moved.memory < 1e-4 and moved.proposals > 1e-2
+    assert moved.differing_queries > 0 and moved.detections is None
+    assert moved.summary()[-1].startswith(
+        f'detections not compared: {moved.differing_queries} of the 20 decoder queries')

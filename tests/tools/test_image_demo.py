@@ -212,7 +212,7 @@ def test_api_reports_bad_inputs(case, tmp_path, models):
     (tmp_path / 'empty').mkdir()
     expected = {
         'missing image': 'image not found: ', 'unreadable image': 'cannot read image ',
-        'empty folder': 'no images (', 'unreadable checkpoint': 'cannot read checkpoint ',
+        'empty folder': 'no images (', 'unreadable checkpoint': 'checkpoint .* is unreadable: ',
         'missing checkpoint': 'checkpoint not found: ', 'missing video': 'cannot open video ',
     }[case]
     with pytest.raises(UserInputError, match=expected.replace('(', r'\(')):

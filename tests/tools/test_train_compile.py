@@ -1,5 +1,6 @@
-"""``compile = ...`` in a config: tools/train.py's runner trains the model's compiled
-``train_step`` (mmengine's compile option) and its losses equal eager training's.
+"""``compile = ...`` in a config: the runner of tools/train.py's config
+(:func:`dat_det.engine.build_train_config`) trains the model's compiled ``train_step``
+(mmengine's compile option) and its losses equal eager training's.
 
 The ``eager`` backend runs Dynamo's graph capture (graph breaks at the Hungarian matcher
 included) and then the captured graphs as they are, to keep CI time low; AOT autograd and
@@ -8,27 +9,16 @@ tests/tools/test_benchmarks.py.
 """
 from __future__ import annotations
 
-import importlib.util
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from dat_det.engine import build_train_config
 from tests.tools.tiny_configs import tiny_ddetr_config
 
 ITERS = 2
 SIZE = (64, 64)  # one input size: one compilation, the test stays cheap
-
-
-def _train_entry():
-    """tools/train.py as a module (its ``build_cfg`` applies the tool's own config steps)."""
-    spec = importlib.util.spec_from_file_location('dat_det_train_tool',
-                                                  REPO_ROOT / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _train(base: Path, work_dir: Path, compile_cfg) -> tuple[dict, object]:
@@ -53,9 +43,7 @@ val_dataloader = val_cfg = val_evaluator = None
 test_dataloader = test_cfg = test_evaluator = None
 default_hooks = dict(checkpoint=None)
 """)
-    args = Namespace(config=str(config), work_dir=str(work_dir), amp=False,
-                     auto_scale_lr=False, resume=None, cfg_options=None, launcher='none')
-    cfg, _ = _train_entry().build_cfg(args)
+    cfg, _ = build_train_config(str(config), work_dir=str(work_dir))
     runner = build_runner(cfg)
     runner.train()
     history = {key[len('train/'):]: [float(v) for v in scalar.data[0]]
@@ -104,14 +92,12 @@ def test_cpu_training_compile_options(given, expected):
     assert with_cpu_training_options(given, cuda=True) == given
 
 
-def test_train_tool_adds_the_cpu_options(tmp_path, tiny_shapes_root, monkeypatch):
+def test_train_config_adds_the_cpu_options(tmp_path, tiny_shapes_root, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     base = tiny_ddetr_config(tmp_path, tiny_shapes_root)
     config = tmp_path / 'compiled.py'
     config.write_text(f"_base_ = ['{base}']\ncompile = True\n")
-    args = Namespace(config=str(config), work_dir=str(tmp_path / 'work'), amp=False,
-                     auto_scale_lr=False, resume=None, cfg_options=None, launcher='none')
-    cfg, _ = _train_entry().build_cfg(args)
+    cfg, _ = build_train_config(str(config), work_dir=str(tmp_path / 'work'))
     assert cfg.compile == dict(options=dict(fallback_random=True))
 
 

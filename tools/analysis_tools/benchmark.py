@@ -12,10 +12,12 @@ does not depend on them, and nothing is downloaded). ``--train`` also times a fu
 iteration (forward, loss, backward, clipped AdamW step) on random boxes. ``--compare`` builds
 mmdet's counterpart of the config's detector (``DeformableDETR`` for ``MSDADeformableDETR``,
 ``DINO`` for ``MSDADINO``) from the same config, loads the same weights (converted) and
-reports both, their output difference and the speed ratio. DINO assigns its learned content
-queries to the selected proposals in score order, so with random weights, where proposal
-scores tie, float rounding can reorder them and the two DINOs' detections then differ
-(their per-position scores still agree); compare DINO outputs with a trained checkpoint.
+reports both, their differences and the speed ratio. The differences are taken stage by stage
+(:mod:`dat_det.analysis.detector_comparison`): the encoder output, for two-stage models (DINO)
+the scores and boxes of the encoder proposals before the top-k query selection, and the
+detections when both decoders start from the same queries. With random weights many proposal
+scores nearly tie, float rounding can rank them differently, and the decoders then start from
+other queries: the tool then says how many and does not compare the detections.
 ``--compile`` times the model eager and under ``torch.compile`` (the same module, so the same
 weights) in one run, interleaved, and reports the speed-up of the compiled one; the first
 warm-up call compiles (the first training one compiles the training graphs, the backward
@@ -53,8 +55,10 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar, import_modules_from_strings
 
+from dat_det.analysis.detector_comparison import compare_detectors
 from dat_det.analysis.inputs import random_batch
 from dat_det.engine.compile_options import benchmark_inductor_options, inductor_config
+from dat_det.utils.errors import exit_on_user_error
 from dat_det.utils.memory import peak_rss_growth_mib
 from dat_det.utils.timing import profile, time_interleaved, time_shares
 
@@ -187,14 +191,11 @@ def report_linear_dtype(model: torch.nn.Module, step: Callable[[], None]) -> Non
     print(f'first linear layer output in training: {dtypes[0] if dtypes else "not called"}')
 
 
-def bench_models(models: Sequence[torch.nn.Module], args: argparse.Namespace,
+def bench_models(models: Sequence[torch.nn.Module], batch: Dict, args: argparse.Namespace,
                  names: Optional[Sequence[str]] = None) -> List[Dict]:
-    """Inference (and training) timings of ``models`` on the same random batch; with
+    """Inference (and training) timings of ``models`` on the same ``batch``; with
     ``args.profile`` also one profiled call of each step (tables written there, shares of
     operator groups stored under ``'shares'``)."""
-    with_masks = getattr(models[0], 'with_mask', False)
-    batch = random_batch(args.img_size, args.batch_size, num_classes(models[0]), num_boxes=5,
-                         with_masks=with_masks)
     results: List[Dict] = [{'shares': {}} for _ in models]
     names = names or [f'model{i}' for i in range(len(models))]
     for model in models:
@@ -272,6 +273,12 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare and args.compile:
+        raise SystemExit('--compare and --compile are exclusive: run them separately')
+    with exit_on_user_error():
+        options = benchmark_inductor_options(
+            args.device, args.compile_options, args.compile_mode, args.compile_backend
+        ) if args.compile else {}
     register_all_modules()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -290,48 +297,50 @@ def main() -> None:
     print(f'{args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, '
           f'input {args.batch_size}x3x{args.img_size[0]}x{args.img_size[1]} on {args.device}, '
           f'{torch.get_num_threads()} CPU threads')
+    batch = random_batch(args.img_size, args.batch_size, num_classes(model), num_boxes=5,
+                         with_masks=getattr(model, 'with_mask', False))
     models, names = [model], [cfg.model.type]
-    if args.compare and args.compile:
-        raise SystemExit('--compare and --compile are exclusive: run them separately')
     if args.compile:
         models.append(torch.compile(model, mode=args.compile_mode,
                                     backend=args.compile_backend))
         names.append(f'{cfg.model.type} (torch.compile)')
+    comparison = None
     if args.compare:
-        from dat_det.models.checkpoint import to_mmdet
-        if cfg.model.type not in MMDET_COUNTERPARTS:
-            sys.exit(f'error: --compare needs one of {sorted(MMDET_COUNTERPARTS)}, the config '
-                     f'builds {cfg.model.type}')
-        mmdet_cfg = copy.deepcopy(cfg.model)
-        mmdet_cfg.type = MMDET_COUNTERPARTS[cfg.model.type]
-        mmdet_cfg.pop('msda_backend', None)
-        reference = MODELS.build(mmdet_cfg)
-        reference.load_state_dict(to_mmdet(model.state_dict()), strict=True)
-        models.append(reference.to(args.device))
-        names.append(f'mmdet {mmdet_cfg.type}')
-    options = inductor_options(args)
+        reference = mmdet_counterpart(cfg, model).to(args.device)
+        models.append(reference)
+        names.append(f'mmdet {type(reference).__name__}')
+        model.eval()
+        reference.eval()
+        comparison = compare_detectors(model, reference, batch)  # before training moves them
     if options:
         print(f'Inductor options: {options}')
     with inductor_config(options):
-        results = bench_models(models, args, names)
+        results = bench_models(models, batch, args, names)
     for name, result in zip(names, results):
         report(name, result, args.batch_size)
-    if args.compare:
+    if comparison is not None:
+        print('\n'.join(comparison.summary('ours', 'mmdet')))
         print_speedup(results[0], results[1], 'ours', 'mmdet')
     if args.compile:
+        print(f'max |compiled - eager| over scores and boxes: '
+              f'{max_output_diff(results[1]["outputs"], results[0]["outputs"]):.2e}')
         print_speedup(results[1], results[0], 'compiled', 'eager')
         print_compile_bound(results[0])
 
 
-def inductor_options(args: argparse.Namespace) -> Dict:
-    """Inductor config values to hold while the models run (see
-    :func:`dat_det.engine.compile_options.benchmark_inductor_options`)."""
-    try:
-        return benchmark_inductor_options(args.compile, args.device, args.compile_backend,
-                                          args.compile_mode, args.compile_options)
-    except ValueError:
-        raise SystemExit('--compile-mode and --compile-options are exclusive (torch.compile '
-                         'takes a mode or options)') from None
+def mmdet_counterpart(cfg: Config, model: torch.nn.Module) -> torch.nn.Module:
+    """mmdet's detector of the config's schema (:data:`MMDET_COUNTERPARTS`) with ``model``'s
+    weights converted."""
+    from dat_det.models.checkpoint import to_mmdet
+    if cfg.model.type not in MMDET_COUNTERPARTS:
+        sys.exit(f'error: --compare needs one of {sorted(MMDET_COUNTERPARTS)}, the config '
+                 f'builds {cfg.model.type}')
+    mmdet_cfg = copy.deepcopy(cfg.model)
+    mmdet_cfg.type = MMDET_COUNTERPARTS[cfg.model.type]
+    mmdet_cfg.pop('msda_backend', None)
+    reference = MODELS.build(mmdet_cfg)
+    reference.load_state_dict(to_mmdet(model.state_dict()), strict=True)
+    return reference
 
 
 def print_compile_bound(eager: Dict) -> None:
@@ -347,9 +356,7 @@ def print_compile_bound(eager: Dict) -> None:
 
 
 def print_speedup(ours: Dict, theirs: Dict, our_name: str, their_name: str) -> None:
-    """Output difference and speed ratios (medians and minima) of two result dicts."""
-    print(f'max |{our_name} - {their_name}| over scores and boxes: '
-          f'{max_output_diff(ours["outputs"], theirs["outputs"]):.2e}')
+    """Speed ratios (medians and minima) of two result dicts."""
     for key in ('inference', 'train'):
         if key in ours:
             median = theirs[key]['median'] / ours[key]['median']
