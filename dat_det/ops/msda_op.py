@@ -23,7 +23,7 @@ gradient will be needed), the bilinear taps of the ``gather`` backend, which aut
 for the backward instead of recomputing them (empty tensors otherwise). The backend is a
 string argument of the operator:
 
-- ``pytorch``: the exact ``grid_sample`` reference (any device).
+- ``pytorch``: the exact reference, tap by tap (any device; :mod:`.msda_pytorch`).
 - ``gather`` (alias ``cpu``): one weighted gather over all levels (``embedding_bag``); several
   times faster than the reference on CPU. Plain torch, so it runs on any device.
 - ``triton``: fused forward and backward kernels for CUDA tensors (CPU tensors too when
@@ -36,7 +36,7 @@ string argument of the operator:
 The backend comes from the ``backend`` argument, else from the environment variable
 ``DAT_DET_MSDA_BACKEND``, else ``auto``.
 
-Export: during ``torch.onnx.export`` the public function runs the ``grid_sample`` reference
+Export: during ``torch.onnx.export`` the public function runs the exact reference
 (:func:`dat_det.ops.msda_pytorch.msda_pytorch`) instead of the operator, on the level sizes of
 the ``spatial_shapes`` it receives; pass them as traced sizes (e.g. ``feature.shape[-2:]``)
 to keep the exported graph valid for every image size.
@@ -178,7 +178,7 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: SpatialShapes,
 
 def _export_decomposition(value: Tensor, spatial_shapes: SpatialShapes,
                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
-    """The ``grid_sample`` reference on the traced level sizes (ONNX has ``GridSample``)."""
+    """The exact reference on the traced level sizes (plain ONNX gathers and arithmetic)."""
     if isinstance(spatial_shapes, Tensor):
         # 0-dim entries: traced as values, not frozen as constants
         sizes = [(spatial_shapes[lvl, 0], spatial_shapes[lvl, 1])
