@@ -17,11 +17,11 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dat_tiny_in1k_224.pth')),
     neck=dict(in_channels=[192, 384, 768]))
 
-# no weight decay on the relative-position tables, as in DAT's detection recipe
+# no weight decay on the relative-position tables, as in DAT's detection recipe (the
+# backbone's lr x0.1 comes from the base)
 optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={
-            'backbone': dict(lr_mult=0.1),
             'relative_position_bias_table': dict(decay_mult=0.),
             'rpe_table': dict(decay_mult=0.)
         }))

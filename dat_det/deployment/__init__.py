@@ -2,7 +2,7 @@
 
 No function is replaced during export: the modules have declared export paths, taken while
 ``torch.onnx.export`` traces them (``torch.onnx.is_in_onnx_export()``): the deformable
-attention op samples with its ``grid_sample`` reference
+attention op samples with its exact reference
 (:func:`dat_det.ops.multi_scale_deformable_attn`), DAT's neighbourhood attention gathers its
 windows with ``index_select`` (:class:`dat_det.models.layers.dat.NeighborhoodAttention2D`),
 and the two-stage proposals are built from a traced ``spatial_shapes`` tensor

@@ -6,8 +6,8 @@ run at the traced size. :class:`DeformableDETRForExport` runs the same modules (
 neck, encoder and decoder layers, head) for one unpadded image, but derives the level sizes
 from the traced feature shapes (``spatial_shapes`` is a traced tensor of them). The op's own
 export path (:func:`dat_det.ops.multi_scale_deformable_attn` during ``torch.onnx.export``)
-then samples with the exact ``grid_sample`` reference on those traced sizes. ONNX has
-``GridSample`` from opset 16.
+then samples with the exact reference (gathers and arithmetic) on those traced sizes; a DAT
+backbone's ``grid_sample`` needs ONNX ``GridSample``, opset 16 or later.
 """
 from typing import List, Tuple
 

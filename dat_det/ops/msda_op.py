@@ -21,7 +21,7 @@ autograd formula whose gradients come from a second operator,
 see one node per call, never a graph break, and the FLOP counter keys on its name. The
 backends are one table (:data:`BACKENDS`, :mod:`dat_det.ops.msda_backends`):
 
-- ``pytorch``: the exact ``grid_sample`` reference (any device).
+- ``pytorch``: the exact reference, tap by tap (any device; :mod:`.msda_pytorch`).
 - ``gather`` (alias ``cpu``): one weighted gather over all levels (``embedding_bag``); several
   times faster than the reference on CPU. Plain torch, so it runs on any device. When a
   gradient will be needed, :func:`multi_scale_deformable_attn` runs it as an operator of its
@@ -41,7 +41,7 @@ one of these names (:data:`TRACED_OP_NAMES`), all taking the operator's first fi
 The backend comes from the ``backend`` argument, else from the environment variable
 ``DAT_DET_MSDA_BACKEND``, else ``auto``.
 
-Export: during ``torch.onnx.export`` the public function runs the ``grid_sample`` reference
+Export: during ``torch.onnx.export`` the public function runs the exact reference
 (:func:`dat_det.ops.msda_pytorch.msda_pytorch`) instead of the operator, on the level sizes of
 the ``spatial_shapes`` it receives; pass them as traced sizes (e.g. ``feature.shape[-2:]``)
 to keep the exported graph valid for every image size.
@@ -162,7 +162,7 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: SpatialShapes,
 
 def _export_decomposition(value: Tensor, spatial_shapes: SpatialShapes,
                           sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
-    """The ``grid_sample`` reference on the traced level sizes (ONNX has ``GridSample``)."""
+    """The exact reference on the traced level sizes (plain ONNX gathers and arithmetic)."""
     if isinstance(spatial_shapes, Tensor):
         # 0-dim entries: traced as values, not frozen as constants
         sizes = [(spatial_shapes[lvl, 0], spatial_shapes[lvl, 1])

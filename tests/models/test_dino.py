@@ -218,6 +218,8 @@ def test_query_selection_never_selects_padding():
 
 
 def test_loss_falls_when_overfitting():
+    """40 steps: the tiny DINO's loss often plateaus for the first ~20 (seeds 0-3 end at
+    0.38-0.59 of the start)."""
     torch.manual_seed(0)
     model = MODELS.build(tiny_dino_cfg(embed=32))
     model.init_weights()
@@ -225,13 +227,13 @@ def test_loss_falls_when_overfitting():
     inputs, samples = make_batch(sizes=((64, 64), ))
     optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
     history = []
-    for _ in range(20):
+    for _ in range(40):
         total, _ = model.parse_losses(seeded_loss(model, inputs, samples))
         optim.zero_grad()
         total.backward()
         optim.step()
         history.append(total.item())
-    assert sum(history[-3:]) / 3 < 0.75 * sum(history[:3]) / 3, history
+    assert sum(history[-5:]) / 5 < 0.75 * sum(history[:3]) / 3, history
 
 
 def test_converter_tool_to_mmdet(tmp_path):

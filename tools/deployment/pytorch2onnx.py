@@ -8,7 +8,8 @@ The graph takes a normalized image ``image (1, 3, height, width)`` (dynamic heig
 and returns, for ``--part detector`` (``MSDADeformableDETR`` or ``MSDADINO``), the last
 decoder layer's class logits ``scores (1, queries, classes)`` and boxes ``boxes (1, queries, 4)`` as
 normalized (cx, cy, w, h); for ``--part backbone`` the backbone's feature maps. Deformable
-attention is exported through the exact ``grid_sample`` path of the op (opset >= 16). The
+attention is exported through the exact reference of the op; DAT backbones sample with
+``grid_sample`` (ONNX ``GridSample``, opset >= 16). The
 graph is checked with ``onnx.checker``, then run with onnxruntime on CPU at the export size
 and at ``--check-shape`` (default: a second, different size), and compared with PyTorch;
 the exit status is 1 when a difference exceeds ``--atol``.

@@ -7,18 +7,12 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 
-from ..layers.deformable_detr import (
-    DeformableEncoder,
-    DINODecoder,
-    SinePositionalEncoding,
-    encoder_proposals,
-    select_topk,
-)
-from .deformable_detr import MSDADeformableDETR
+from ..layers.deformable_detr import DINODecoder, encoder_proposals, select_topk
+from .msda_transformer import MSDATransformerMixin
 
 
 @MODELS.register_module()
-class MSDADINO(DINO):
+class MSDADINO(MSDATransformerMixin, DINO):
     """DINO (Zhang et al., ICLR 2023) whose encoder and decoder are dat_det layers.
 
     Backbone, neck, :class:`mmdet.models.DINOHead` (matching and denoising losses), the
@@ -40,38 +34,21 @@ class MSDADINO(DINO):
         Other arguments: as :class:`mmdet.models.DINO` (``num_feature_levels``,
             ``num_queries``, ``dn_cfg``, ...; ``with_box_refine`` and ``as_two_stage`` must
             be True).
+
+    Levels, encoder and weight init are shared with :class:`MSDADeformableDETR` through
+    :class:`MSDATransformerMixin`; ``init_weights`` is mmdet's ``DINO`` one plus the
+    attention's own init.
     """
-
-    def __init__(self, *args, msda_backend: Optional[str] = None, **kwargs) -> None:
-        self.msda_backend = msda_backend
-        super().__init__(*args, **kwargs)
-
-    # flattening of the levels, masks and the encoder are those of our Deformable DETR
-    _with_levels = MSDADeformableDETR._with_levels
-    pre_transformer = MSDADeformableDETR.pre_transformer
-    forward_encoder = MSDADeformableDETR.forward_encoder
 
     def _init_layers(self) -> None:
         """Build positional encoding, encoder, decoder, content queries, memory transform."""
-        self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
-        self.encoder = DeformableEncoder(**self._with_levels(self.encoder, 'self_attn_cfg'))
-        self.decoder = DINODecoder(**self._with_levels(self.decoder, 'cross_attn_cfg'))
-        self.embed_dims = self.encoder.embed_dims
-        if self.positional_encoding.num_feats * 2 != self.embed_dims:
-            raise ValueError(f'embed_dims ({self.embed_dims}) must be twice num_feats '
-                             f'({self.positional_encoding.num_feats})')
+        self._build_encoder_decoder(DINODecoder)
+        dims = self.embed_dims
         # content queries only: DINO's positions come from the selected boxes
-        self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
-        self.level_embed = nn.Parameter(torch.empty(self.num_feature_levels, self.embed_dims))
-        self.memory_trans_fc = nn.Linear(self.embed_dims, self.embed_dims)
-        self.memory_trans_norm = nn.LayerNorm(self.embed_dims)
-
-    def init_weights(self) -> None:
-        """Xavier for the transformer matrices and queries, the 米 init for every attention."""
-        MSDADeformableDETR.init_transformer_weights(self)
-        nn.init.xavier_uniform_(self.memory_trans_fc.weight)
-        nn.init.xavier_uniform_(self.query_embedding.weight)
-        nn.init.normal_(self.level_embed)
+        self.query_embedding = nn.Embedding(self.num_queries, dims)
+        self.level_embed = nn.Parameter(torch.empty(self.num_feature_levels, dims))
+        self.memory_trans_fc = nn.Linear(dims, dims)
+        self.memory_trans_norm = nn.LayerNorm(dims)
 
     def pre_decoder(self, memory: Tensor, memory_mask: Optional[Tensor], spatial_shapes: Tensor,
                     batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
