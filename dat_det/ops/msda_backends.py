@@ -91,7 +91,7 @@ class MSDABackend:
 
 
 class PytorchBackend(MSDABackend):
-    """The exact ``grid_sample`` reference (:mod:`dat_det.ops.msda_pytorch`); any device."""
+    """The exact reference, tap by tap (:mod:`dat_det.ops.msda_pytorch`); any device."""
 
     name = 'pytorch'
 
