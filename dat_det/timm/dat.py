@@ -12,21 +12,34 @@ ImageNet checkpoint therefore loads as it is, through timm's usual route::
 each through a channel LayerNorm (``norms.i``), as the mmdet backbone and DAT-Detection do,
 so the same file gives the same features as ``DAT(init_cfg=dict(type='Pretrained', ...))``
 (these norms are not in classification checkpoints and start as identities in both).
-``feature_norms=False`` gives the raw stage outputs instead.
+``feature_norms=False`` gives the raw stage outputs instead, as does ``feature_cls='fx'``
+(timm's FX feature extraction of the classifier's forward, which has no such norms).
 
 Loading is strict, as for the mmdet backbone: a file tensor the model does not use, or a
 model weight the file lacks, is an error naming them (``pretrained_strict=False`` loads what
 fits and warns).
+
+As timm's own families, the models script with ``torch.jit.script`` and trace with
+``torch.fx`` (timm's ``create_feature_extractor``, ``feature_cls='fx'``): the attention
+blocks, whose work depends on the map size (padding to windows, shift masks, query chunks,
+neighbourhood tiles), are leaves of the FX graph, as is the zero padding of odd sizes.
+``reset_classifier(0, '')`` / ``global_pool=''`` leave the unpooled ``(B, C, h, w)`` map.
 """
 import functools
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import (
+    build_model_with_cfg,
+    generate_default_cfgs,
+    register_model,
+    register_notrace_function,
+    register_notrace_module,
+)
 from timm.models._features import feature_take_indices
 
 from dat_det.models.checkpoint import (
@@ -34,7 +47,16 @@ from dat_det.models.checkpoint import (
     extract_state_dict,
     match_official_state_dict,
 )
-from dat_det.models.layers.dat import LayerNorm2d, build_trunk, resolve_arch
+from dat_det.models.layers.dat import (
+    DeformableAttention,
+    LayerNorm2d,
+    LocalAttention,
+    NeighborhoodAttention2D,
+    TrunkStagesMixin,
+    build_trunk,
+    pad_to_multiple,
+    resolve_arch,
+)
 
 __all__ = ['DeformableAttentionTransformer', 'checkpoint_filter_fn']
 
@@ -45,8 +67,14 @@ HEAD_PREFIX = 'cls_head.'
 # Parameters that the official training excludes from weight decay (no_weight_decay_keywords).
 NO_WEIGHT_DECAY_NAMES = ('rpe_table', 'relative_position_bias_table')
 
+# FX leaves: their control flow depends on the map size (ShiftWindowAttention is a
+# LocalAttention), which a symbolic trace cannot follow.
+for _block in (LocalAttention, NeighborhoodAttention2D, DeformableAttention):
+    register_notrace_module(_block)
+register_notrace_function(pad_to_multiple)
 
-class DeformableAttentionTransformer(nn.Module):
+
+class DeformableAttentionTransformer(TrunkStagesMixin, nn.Module):
     """DAT (CVPR 2022) / DAT++ image classifier with timm's model interface.
 
     Args:
@@ -56,7 +84,8 @@ class DeformableAttentionTransformer(nn.Module):
         patch_size: stride of the stem.
         in_chans: image channels.
         num_classes: classes of ``cls_head`` (0: no classifier).
-        global_pool: timm pool type of the head (``avg`` as the official model).
+        global_pool: timm pool type of the head (``avg`` as the official model; ``''``: no
+            pooling, the head classifies each position of the map).
         expansion: MLP expansion ratio.
         drop_rate: dropout before the classifier.
         proj_drop_rate: dropout in the MLPs and after the attention projections.
@@ -84,19 +113,16 @@ class DeformableAttentionTransformer(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        trunk = build_trunk(settings, img_size, patch_size, in_chans, expansion,
-                            proj_drop_rate, attn_drop_rate, drop_path_rate)
-        self.patch_proj, self.stem_pad, self.stages = trunk.patch_proj, trunk.stem_pad, trunk.stages
-        self.down_projs, self.down_pads = trunk.down_projs, trunk.down_pads
+        self.set_trunk(build_trunk(settings, img_size, patch_size, in_chans, expansion,
+                                   proj_drop_rate, attn_drop_rate, drop_path_rate))
         self.norms = nn.ModuleList(LayerNorm2d(d) for d in dims) if feature_norms else None
         self.feature_info = [
             dict(num_chs=dims[i], reduction=patch_size * 2 ** i,
                  module=f'norms.{i}' if feature_norms else f'stages.{i}') for i in range(4)]
 
         self.cls_norm = LayerNorm2d(dims[-1])
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         self.head_drop = nn.Dropout(drop_rate)
-        self.cls_head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes, global_pool)
 
     # timm's model interface ---------------------------------------------------------------
 
@@ -125,36 +151,35 @@ class DeformableAttentionTransformer(nn.Module):
         return self.cls_head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new ``cls_head`` for ``num_classes`` (0: none) and, unless None, a new pooling
+        (``''``: none, so the head sees the ``(B, C, h, w)`` map)."""
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.cls_head = nn.Linear(self.num_features, num_classes) if num_classes > 0 \
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool,
+                                                    flatten=bool(global_pool))
+            self.pooled = bool(global_pool)
+        in_features = self.num_features * self.global_pool.feat_mult()
+        self.cls_head = nn.Linear(in_features, num_classes) if num_classes > 0 \
             else nn.Identity()
 
     # forward ------------------------------------------------------------------------------
 
-    def _run_stages(self, x: torch.Tensor, last: int, take: Sequence[int] = ()
-                    ) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
-        """Stem and stages ``0..last`` on (B, 3, H, W): the map of stage ``last`` and the raw
-        maps (B, dims[i], H_i, W_i) of the stages ``i`` in ``take``."""
-        x = self.patch_proj(self.stem_pad(x))
-        taken = {}
-        for i in range(last + 1):
-            x, _ = self.stages[i](x)
-            if i in take:
-                taken[i] = x
-            if i < last:
-                x = self.down_projs[i](self.down_pads[i](x))
-        return x, taken
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> the last stage's map after ``cls_norm``, (B, C, ~H/32, ~W/32)."""
-        return self.cls_norm(self._run_stages(x, len(self.stages) - 1)[0])
+        return self.cls_norm(self.run_stages(x)[0])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(B, C, h, w) -> pooled (B, C) if ``pre_logits`` else logits (B, num_classes)."""
+        """(B, C, h, w) -> pooled (B, C) if ``pre_logits`` else logits (B, num_classes).
+
+        Without pooling (``global_pool=''``): the map (B, C, h, w) itself, or the logits of
+        each position (B, num_classes, h, w).
+        """
         x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.cls_head(x)
+        if pre_logits:
+            return x
+        if self.pooled:
+            return self.cls_head(x)
+        return self.cls_head(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, num_classes)."""
@@ -173,12 +198,14 @@ class DeformableAttentionTransformer(nn.Module):
             raise ValueError(f'output_fmt must be NCHW, got {output_fmt!r}')
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         last = max_index if stop_early or intermediates_only else len(self.stages) - 1
-        x, maps = self._run_stages(x, last, take_indices)
+        taken = sorted(set(take_indices))
+        x, maps, _ = self.run_stages(x, last, taken)
+        by_stage = dict(zip(taken, maps))
         final = len(self.stages) - 1
         if self.norms is not None:
-            intermediates = [self.norms[i](maps[i]) for i in take_indices]
+            intermediates = [self.norms[i](by_stage[i]) for i in take_indices]
         else:
-            intermediates = [self.cls_norm(maps[i]) if norm and i == final else maps[i]
+            intermediates = [self.cls_norm(by_stage[i]) if norm and i == final else by_stage[i]
                              for i in take_indices]
         if intermediates_only:
             return intermediates
@@ -243,14 +270,21 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
 
 def _create_dat(variant: str, arch: str, pretrained: bool = False,
                 **kwargs) -> DeformableAttentionTransformer:
+    feature_cfg = dict(feature_cls='getter', out_indices=(0, 1, 2, 3))
+    feature_cfg.update(kwargs.pop('feature_cfg', None) or {})
     if kwargs.get('features_only'):
-        kwargs.setdefault('feature_norms', True)
+        feature_cls = kwargs.get('feature_cls', feature_cfg['feature_cls'])
+        if feature_cls == 'getter':
+            kwargs.setdefault('feature_norms', True)
+        elif kwargs.get('feature_norms'):
+            # only forward_intermediates (the getter) runs the norms; FX traces forward
+            raise ValueError(f"feature_norms=True needs feature_cls='getter', not "
+                             f'{feature_cls!r} (which gives the raw stage maps)')
     strict = kwargs.get('pretrained_strict', True)
     return build_model_with_cfg(
         DeformableAttentionTransformer, variant, pretrained, arch=arch,
         pretrained_filter_fn=functools.partial(checkpoint_filter_fn, strict=strict),
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **kwargs)
+        feature_cfg=feature_cfg, **kwargs)
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:

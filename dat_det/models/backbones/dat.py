@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...utils.errors import UserInputError
 from ..checkpoint import extract_state_dict, load_official_dat, select_prefix
-from ..layers.dat import LayerNorm2d, build_trunk, resolve_arch
+from ..layers.dat import LayerNorm2d, TrunkStagesMixin, build_trunk, resolve_arch
 
 # Sampling positions of one deformable block, for visualisation.
 SamplingPositions = Dict[str, Any]
@@ -20,7 +20,7 @@ PRETRAINED_FIELDS = ('type', 'checkpoint', 'prefix', 'map_location', 'strict')
 
 
 @MODELS.register_module()
-class DAT(BaseModule):
+class DAT(TrunkStagesMixin, BaseModule):
     """Vision Transformer with Deformable Attention (DAT, CVPR 2022) and DAT++.
 
     The module tree and parameter names follow the official models, so official ImageNet and
@@ -77,10 +77,9 @@ class DAT(BaseModule):
 
         trunk = build_trunk(settings, pretrain_img_size, patch_size, in_channels, expansion,
                             drop_rate, attn_drop_rate, drop_path_rate, with_cp)
-        self.patch_proj, self.stem_pad, self.stages = trunk.patch_proj, trunk.stem_pad, trunk.stages
+        self.set_trunk(trunk)
         self.norms = nn.ModuleList(LayerNorm2d(dims[i]) if i in self.out_indices else nn.Identity()
                                    for i in range(4))
-        self.down_projs, self.down_pads = trunk.down_projs, trunk.down_pads
         self._freeze_stages()
 
     def _frozen_modules(self) -> List[nn.Module]:
@@ -147,18 +146,13 @@ class DAT(BaseModule):
 
     def _run(self, x: torch.Tensor, collect: bool
              ) -> Tuple[Tuple[torch.Tensor, ...], List[SamplingPositions]]:
-        x = self.patch_proj(self.stem_pad(x))
-        outs, positions = [], []
-        for i, stage in enumerate(self.stages):
-            x, stage_positions = stage(x)
-            if i in self.out_indices:
-                outs.append(self.norms[i](x).contiguous())
-            if collect:
-                positions += [dict(stage=i, block=d, pos=p[0], ref=p[1])
-                              for d, p in enumerate(stage_positions) if p is not None]
-            if i < 3:
-                x = self.down_projs[i](self.down_pads[i](x))
-        return tuple(outs), positions
+        taken = sorted(set(self.out_indices))
+        _, maps, stage_positions = self.run_stages(x, keep=taken)
+        outs = tuple(self.norms[i](m).contiguous() for i, m in zip(taken, maps))
+        positions = [dict(stage=i, block=d, pos=p[0], ref=p[1])
+                     for i, block_positions in enumerate(stage_positions) if collect
+                     for d, p in enumerate(block_positions) if p is not None]
+        return outs, positions
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, 3, H, W) -> one (B, C_i, ~H/2^(i+2), ~W/2^(i+2)) map per out index."""

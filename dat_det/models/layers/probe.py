@@ -13,6 +13,7 @@ module is replaced while it runs.
 """
 from typing import Tuple
 
+import torch
 from torch import Tensor, nn
 
 
@@ -20,5 +21,7 @@ class Probe(nn.Module):
     """Identity: ``forward(*tensors)`` returns ``tensors`` (a tuple). No parameters, so it
     adds no state-dict keys. The owning module documents what it passes."""
 
+    # TorchScript takes no variadic forward: compiled owners skip their probe (no hooks there)
+    @torch.jit.unused
     def forward(self, *tensors: Tensor) -> Tuple[Tensor, ...]:
         return tensors

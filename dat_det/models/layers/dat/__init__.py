@@ -18,7 +18,7 @@ from .padding import PadToMultiple, pad_to_multiple
 from .presets import DAT_ARCH_SETTINGS, DAT_PRETRAIN_DROP_PATH, resolve_arch
 from .residual import DropPath, LayerScale, LocalPerceptionUnit
 from .stage import BLOCK_TYPES, TransformerStage
-from .trunk import Trunk, build_trunk
+from .trunk import Trunk, TrunkStagesMixin, build_trunk
 from .window_attention import LocalAttention, ShiftWindowAttention
 
 __all__ = [
@@ -27,7 +27,8 @@ __all__ = [
     'pad_to_multiple',
     'DropPath', 'LayerNorm2d', 'LayerScale', 'LocalAttention', 'LocalPerceptionUnit',
     'NeighborhoodAttention2D', 'PadToMultiple', 'ShiftWindowAttention', 'TransformerMLP',
-    'TransformerMLPWithConv', 'TransformerStage', 'Trunk', 'build_trunk', 'key_reference_points',
+    'TransformerMLPWithConv', 'TransformerStage', 'Trunk', 'TrunkStagesMixin', 'build_trunk',
+    'key_reference_points',
     'neighborhood_attention_2d', 'neighborhood_attention_2d_tiled', 'query_grid', 'resolve_arch',
     'neighborhood_attention_2d_gather',
 ]

@@ -1,6 +1,5 @@
 """Deformable multi-head attention of DAT / DAT++ (official ``DAttentionBaseline``)."""
-import math
-from typing import Optional, Tuple
+from typing import Final, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,7 +36,7 @@ def key_reference_points(h: int, w: int, dtype: torch.dtype, device: torch.devic
     ``(i + 0.5) / n * 2 - 1``.
     """
     axes = [_centres(n, dtype, device, formulation) for n in (h, w)]
-    return torch.stack(torch.meshgrid(*axes, indexing='ij'), -1)
+    return torch.stack(torch.meshgrid(axes, indexing='ij'), -1)
 
 
 def query_grid(h: int, w: int, dtype: torch.dtype, device: torch.device,
@@ -50,7 +49,7 @@ def query_grid(h: int, w: int, dtype: torch.dtype, device: torch.device,
     if formulation == 'v1':
         return key_reference_points(h, w, dtype, device, formulation)
     axes = [_corners(n, dtype, device) for n in (h, w)]
-    return torch.stack(torch.meshgrid(*axes, indexing='ij'), -1)
+    return torch.stack(torch.meshgrid(axes, indexing='ij'), -1)
 
 
 def _centres(n: int, dtype: torch.dtype, device: torch.device, formulation: str
@@ -93,8 +92,8 @@ def deformed_positions(offset: torch.Tensor, offset_range_factor: float, formula
     reference = key_reference_points(hk, wk, offset.dtype, offset.device, formulation)
     bounded = offset_range_factor > 0 or (offset_range_factor == 0 and formulation == 'v2')
     if bounded:
-        offset_range = offset.new_tensor([offset_scale(hk, formulation),
-                                          offset_scale(wk, formulation)])
+        offset_range = torch.tensor([offset_scale(hk, formulation), offset_scale(wk, formulation)],
+                                    dtype=offset.dtype, device=offset.device)
         offset = offset.tanh() * (offset_range * offset_range_factor).view(1, 2, 1, 1)
     pos = offset.permute(0, 2, 3, 1) + reference
     if offset_range_factor < 0:
@@ -140,6 +139,13 @@ class DeformableAttention(nn.Module):
     # in cache-friendly chunks, large enough that the per-chunk overhead does not show.
     bias_chunk_elements = 1 << 22
 
+    # TorchScript compiles only the branches of the options a module has
+    use_pe: Final[bool]
+    dwc_pe: Final[bool]
+    fixed_pe: Final[bool]
+    log_cpb: Final[bool]
+    no_off: Final[bool]
+
     def __init__(self, dim: int, num_heads: int, groups: int, q_size: Tuple[int, int],
                  stride: int = 1, offset_range_factor: float = -1, use_pe: bool = True,
                  dwc_pe: bool = False, fixed_pe: bool = False, log_cpb: bool = False,
@@ -169,7 +175,7 @@ class DeformableAttention(nn.Module):
         self.kv_h, self.kv_w = self.q_h // stride, self.q_w // stride
         self.stride = stride
         self.ksize = ksize
-        self.offset_range_factor = offset_range_factor
+        self.offset_range_factor = float(offset_range_factor)
         self.use_pe, self.dwc_pe, self.fixed_pe = use_pe, dwc_pe, fixed_pe
         self.log_cpb, self.no_off = log_cpb, no_off
         self.attn_drop = attn_drop
@@ -222,13 +228,14 @@ class DeformableAttention(nn.Module):
     def _sample_keys(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Input sampled at ``pos``: (B*g, Cg, Hk, Wk)."""
         b, c, h, w = x.shape
+        hk, wk = pos.shape[1], pos.shape[2]
         if self.no_off:
             sampled = F.avg_pool2d(x, kernel_size=self.stride, stride=self.stride)
-            if sampled.shape[-2:] != pos.shape[1:3]:
+            if sampled.shape[-2] != hk or sampled.shape[-1] != wk:
                 raise ValueError(
-                    f'no_off pools a {h}x{w} map to {tuple(sampled.shape[-2:])}, but the '
-                    f'key grid is {tuple(pos.shape[1:3])}; use a size divisible by the stride')
-            return sampled.reshape(b * self.n_groups, self.n_group_channels, *pos.shape[1:3])
+                    f'no_off pools a {h}x{w} map to {sampled.shape[-2]}x{sampled.shape[-1]}, '
+                    f'but the key grid is {hk}x{wk}; use a size divisible by the stride')
+            return sampled.reshape(b * self.n_groups, self.n_group_channels, hk, wk)
         return F.grid_sample(x.reshape(b * self.n_groups, self.n_group_channels, h, w),
                              pos.flip(-1), mode='bilinear', align_corners=True)
 
@@ -244,27 +251,26 @@ class DeformableAttention(nn.Module):
         b = bg // self.n_groups
         n_sample = hk * wk
         if self.fixed_pe:
-            if (h * w, n_sample) != tuple(self.rpe_table.shape[1:]):
+            if h * w != self.rpe_table.shape[1] or n_sample != self.rpe_table.shape[2]:
                 raise ValueError(
                     f'fixed_pe was built for {self.q_h}x{self.q_w} queries and '
                     f'{self.kv_h}x{self.kv_w} keys, got {h}x{w} and {hk}x{wk}')
             return self.rpe_table[:, start:stop].unsqueeze(0)
         q_grid = query_grid(h, w, pos.dtype, pos.device, self.formulation).reshape(-1, 2)
-        if start or stop != h * w:
+        if start != 0 or stop != h * w:
             q_grid = q_grid[start:stop]
         n_query = q_grid.shape[0]
         if self.log_cpb:
             displacement = q_grid.view(1, n_query, 1, 2) - pos.reshape(bg, 1, n_sample, 2)
             displacement = displacement * 4.0
-            displacement = torch.sign(displacement) * torch.log2(displacement.abs() + 1.0) \
-                / math.log2(8.0)
+            # / log2(8) = 3 (a literal: TorchScript has no math.log2)
+            displacement = torch.sign(displacement) * torch.log2(displacement.abs() + 1.0) / 3.0
             bias = self.rpe_table(displacement)  # (B*g, Q, Ns, hg)
             bias = bias.view(b, self.n_groups, n_query, n_sample, self.heads_per_group)
             return bias.permute(0, 1, 4, 2, 3).reshape(b, self.num_heads, n_query, n_sample)
-        table = self.rpe_table.view(1, self.n_groups, self.heads_per_group,
-                                    *self.rpe_table.shape[-2:])
-        table = table.expand(b, -1, -1, -1, -1).reshape(bg, self.heads_per_group,
-                                                         *self.rpe_table.shape[-2:])
+        t_h, t_w = self.rpe_table.shape[-2], self.rpe_table.shape[-1]
+        table = self.rpe_table.view(1, self.n_groups, self.heads_per_group, t_h, t_w)
+        table = table.expand(b, -1, -1, -1, -1).reshape(bg, self.heads_per_group, t_h, t_w)
         # Half the (x, y) displacement query - key, the table's grid_sample coordinate, built
         # in one broadcast add of complex numbers x + iy (a pair-wise broadcast of a last dim
         # of 2 would not vectorise). Halving and negating before adding are exact in binary
@@ -291,18 +297,20 @@ class DeformableAttention(nn.Module):
         """
         drop = self.attn_drop if self.training else 0.0
         needs_bias = self.rpe_table is not None and not self.dwc_pe
-        params = self.rpe_table.parameters() if isinstance(self.rpe_table, nn.Module) \
-            else [self.rpe_table]
-        grad = torch.is_grad_enabled() and needs_bias and any(
-            t.requires_grad for t in (q, k, v, pos, *params))
         if not needs_bias:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
-        if torch.jit.is_tracing():
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
             # one SDPA node over the full bias: a trace would freeze the chunk loop to the
-            # traced size (ONNX export), and FLOP counters see the attention as one op
+            # traced size (ONNX export), FLOP counters see the attention as one op, and a
+            # compiled module has no Python-side choice of path
             bias = self.position_bias(pos, h, w)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                                  dropout_p=drop, scale=self.scale)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), dropout_p=drop,
+                scale=self.scale)
+        params = self.rpe_table.parameters() if isinstance(self.rpe_table, nn.Module) \
+            else [self.rpe_table]
+        grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (q, k, v, pos, *params))
         if grad:
             # Autograd keeps the bias of every query for the backward pass anyway, so it is
             # built in full, and added to the logits inside the batched GEMM (SDPA would run
@@ -339,13 +347,15 @@ class DeformableAttention(nn.Module):
         all heads."""
         return max(1, self.bias_chunk_elements // (batch * self.num_heads * n_sample))
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """(B, C, H, W) -> (out (B, C, H, W), pos (B, g, Hk, Wk, 2), ref (B, g, Hk, Wk, 2))."""
         b, c, h, w = x.shape
         q = self.proj_q(x)
         pos, reference = self.sampling_positions(q)
-        # extension point: hooks on sampling_probe see pos (B*g, Hk, Wk, 2), reference
-        pos, reference = self.sampling_probe(pos, reference)
+        if not torch.jit.is_scripting():
+            # extension point: hooks on sampling_probe see pos (B*g, Hk, Wk, 2), reference
+            pos, reference = self.sampling_probe(pos, reference)
         hk, wk = pos.shape[1:3]
         n_sample = hk * wk
         sampled = self._sample_keys(x, pos).reshape(b, c, 1, n_sample)

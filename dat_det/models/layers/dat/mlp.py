@@ -2,7 +2,7 @@
 import torch
 import torch.nn as nn
 
-from .residual import depthwise_conv_plus_input
+from .residual import check_foldable, same_depthwise_conv_plus_input
 
 
 class TransformerMLP(nn.Module):
@@ -38,12 +38,14 @@ class TransformerMLPWithConv(nn.Module):
         self.linear2 = nn.Sequential(nn.Conv2d(hidden, channels, 1, 1, 0))
         self.drop2 = nn.Dropout(drop)
         self.dwc = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+        check_foldable(self.dwc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         x = self.drop1(self.linear1(x))
         # x + dwc(x) in one conv: the 4x-wide hidden map is not read and written once more
-        x = self.act(depthwise_conv_plus_input(self.dwc, x))
+        x = self.act(same_depthwise_conv_plus_input(x, self.dwc.weight, self.dwc.bias,
+                                                    self.dwc.padding, self.dwc.groups))
         return self.drop2(self.linear2(x))
 
 

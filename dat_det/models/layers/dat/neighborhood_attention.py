@@ -160,22 +160,24 @@ def neighborhood_attention_2d_gather(q: torch.Tensor, k: torch.Tensor, v: torch.
     """:func:`neighborhood_attention_2d` by ``index_select`` of key rows and columns, which a
     trace records for every map size (ONNX export). q, k, v ``(B, heads, H, W, hd)``, q
     scaled -> same shape."""
-    b, n, h, w, d = q.shape
-    ks = kernel_size
-    keys_h, rel_h = neighborhood_indices(h, ks, q.device)
-    keys_w, rel_w = neighborhood_indices(w, ks, q.device)
-
-    def gather(t: torch.Tensor) -> torch.Tensor:
-        # (B, n, H, W, d) -> (B, n, H, W, k*k, d)
-        t = t.index_select(2, keys_h.reshape(-1)).view(b, n, h, ks, w, d)
-        t = t.index_select(4, keys_w.reshape(-1)).view(b, n, h, ks, w, ks, d)
-        return t.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, n, h, w, ks * ks, d)
-
-    logits = torch.einsum('bnhwd,bnhwkd->bnhwk', q, gather(k))
+    keys_h, rel_h = neighborhood_indices(q.shape[2], kernel_size, q.device)
+    keys_w, rel_w = neighborhood_indices(q.shape[3], kernel_size, q.device)
+    logits = torch.einsum('bnhwd,bnhwkd->bnhwk', q, gather_windows(k, keys_h, keys_w, kernel_size))
     if rpb is not None:
         logits = logits + window_bias(rpb, rel_h, rel_w)
     attn = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
-    return torch.einsum('bnhwk,bnhwkd->bnhwd', attn, gather(v))
+    return torch.einsum('bnhwk,bnhwkd->bnhwd', attn, gather_windows(v, keys_h, keys_w, kernel_size))
+
+
+def gather_windows(t: torch.Tensor, keys_h: torch.Tensor, keys_w: torch.Tensor,
+                   kernel_size: int) -> torch.Tensor:
+    """The window of every query by ``index_select`` of rows, then columns: ``t``
+    (B, n, H, W, d), key indices ``keys_h`` (H, k), ``keys_w`` (W, k) -> (B, n, H, W, k*k, d)."""
+    b, n, h, w, d = t.shape
+    ks = kernel_size
+    t = t.index_select(2, keys_h.reshape(-1)).view(b, n, h, ks, w, d)
+    t = t.index_select(4, keys_w.reshape(-1)).view(b, n, h, ks, w, ks, d)
+    return t.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, n, h, w, ks * ks, d)
 
 
 def _axis_tiles(length: int, kernel_size: int, tile: int, device: torch.device
@@ -275,6 +277,24 @@ def neighborhood_attention_2d_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.T
     return out.permute(0, 3, 1, 2, 4)
 
 
+@torch.jit.unused
+def _onnx_exporting() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, kept out of TorchScript (which cannot compile it)."""
+    return torch.onnx.is_in_onnx_export()
+
+
+@torch.jit.unused
+def _pad_to_kernel_traced(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Zero-pad ``(B, H, W, C)`` at the bottom/right to at least the kernel, by traced amounts.
+
+    During export the sizes are traced tensors: padding by a traced amount (maybe 0) instead
+    of branching keeps the graph valid for maps below and above the kernel."""
+    h, w = x.shape[1:3]
+    pad_h = (kernel_size - torch.as_tensor(h)).clamp(min=0)
+    pad_w = (kernel_size - torch.as_tensor(w)).clamp(min=0)
+    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+
+
 class NeighborhoodAttention2D(nn.Module):
     """Neighbourhood attention on ``(B, C, H, W)`` maps (official N block, natten semantics).
 
@@ -352,16 +372,13 @@ class NeighborhoodAttention2D(nn.Module):
         return neighborhood_attention_2d(q * self.scale, k, v, self.kernel_size, self.rpb,
                                          drop)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         b, c, h0, w0 = x.shape
         x = x.permute(0, 2, 3, 1)
-        if torch.onnx.is_in_onnx_export():
-            # sizes are traced tensors here: pad by a traced amount (maybe 0), never branch,
-            # or the graph would keep the padding decision of the traced size
-            pad_h = (self.kernel_size - torch.as_tensor(h0)).clamp(min=0)
-            pad_w = (self.kernel_size - torch.as_tensor(w0)).clamp(min=0)
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if not torch.jit.is_scripting() and _onnx_exporting():
+            x = _pad_to_kernel_traced(x, self.kernel_size)
         else:
             pad_h = max(0, self.kernel_size - h0)
             pad_w = max(0, self.kernel_size - w0)
@@ -370,7 +387,12 @@ class NeighborhoodAttention2D(nn.Module):
         h, w = x.shape[1:3]
         qkv = self.qkv(x).view(b, h, w, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, heads, H, W, hd)
-        out = self._attend(q, k, v)
+        if torch.jit.is_scripting():  # the backends' Python-side choices do not compile
+            out = neighborhood_attention_2d_gather(q * self.scale, k, v, self.kernel_size,
+                                                   self.rpb, self.attn_drop if self.training
+                                                   else 0.0)
+        else:
+            out = self._attend(q, k, v)
         out = out.permute(0, 2, 3, 1, 4).reshape(b, h, w, c)[:, :h0, :w0]
         out = self.proj_drop(self.proj(out))
         return out.permute(0, 3, 1, 2), None, None

@@ -1,6 +1,6 @@
 """One DAT stage: a stack of (LPU) -> attention -> MLP blocks with pre-norm residuals."""
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Final, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,13 @@ BLOCK_TYPES = {
 
 # (pos, ref) of a deformable block, each (B, g, Hk, Wk, 2); None for other blocks.
 Positions = Optional[Tuple[torch.Tensor, torch.Tensor]]
+
+
+# TorchScript indexes a ModuleList with a computed index only through a module interface.
+@torch.jit.interface
+class MapModule(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pass
 
 
 class TransformerStage(nn.Module):
@@ -51,6 +58,8 @@ class TransformerStage(nn.Module):
             (:class:`TransformerMLPWithConvV1`).
     """
 
+    use_layer_scale: Final[bool]
+
     def __init__(self, fmap_size: Tuple[int, int], dim_in: int, dim_embed: int, depth: int,
                  stage_spec: Sequence[str], num_heads: int, window_size: int = 7, groups: int = 1,
                  stride: int = 1, offset_range_factor: float = -1, use_pe: bool = True,
@@ -72,6 +81,7 @@ class TransformerStage(nn.Module):
         self.depth = depth
         self.stage_spec = list(stage_spec)
         self.use_lpu = use_lpu
+        self.use_layer_scale = layer_scale_value > 0
         self.with_cp = with_cp
         self.proj = nn.Conv2d(dim_in, dim_embed, 1, 1, 0) if dim_in != dim_embed \
             else nn.Identity()
@@ -119,6 +129,8 @@ class TransformerStage(nn.Module):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Positions]]:
         """(B, C_in, H, W) -> ((B, C, H, W), per-block sampling positions)."""
         x = self.proj(x)
+        if torch.jit.is_scripting():
+            return self._compiled_blocks(x)
         positions: List[Positions] = []
         for d in range(self.depth):
             if self.with_cp and self.training and x.requires_grad:
@@ -126,4 +138,28 @@ class TransformerStage(nn.Module):
             else:
                 x, pos, ref = self.block(d, x)
             positions.append(None if pos is None else (pos, ref))
+        return x, positions
+
+    def _compiled_blocks(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Positions]]:
+        """The blocks as :meth:`block` runs them, in the form TorchScript compiles: block-wise
+        lists zipped, and the two norms and layer scales of block ``d`` taken through
+        ``MapModule`` (TorchScript indexes a ModuleList with a computed index only so, and the
+        interface's ``forward`` would skip hooks in eager mode)."""
+        positions: List[Positions] = []
+        for d, (lpu, attn, mlp, drop_path) in enumerate(zip(
+                self.local_perception_units, self.attns, self.mlps, self.drop_path)):
+            x = lpu(x)
+            attn_norm: MapModule = self.layer_norms[2 * d]
+            y, pos, ref = attn(attn_norm.forward(x))
+            if self.use_layer_scale:
+                attn_scale: MapModule = self.layer_scales[2 * d]
+                y = attn_scale.forward(y)
+            x = x + drop_path(y)
+            mlp_norm: MapModule = self.layer_norms[2 * d + 1]
+            y = mlp(mlp_norm.forward(x))
+            if self.use_layer_scale:
+                mlp_scale: MapModule = self.layer_scales[2 * d + 1]
+                y = mlp_scale.forward(y)
+            x = x + drop_path(y)
+            positions.append(None if pos is None or ref is None else (pos, ref))
         return x, positions

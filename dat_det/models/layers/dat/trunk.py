@@ -2,16 +2,17 @@
 
 Shared by the mmdet backbone (``dat_det.models.backbones.DAT``) and the timm models
 (``dat_det.timm``), so both build the same modules under the official names
-(``patch_proj``, ``stages``, ``down_projs``) from one architecture dict.
+(``patch_proj``, ``stages``, ``down_projs``) from one architecture dict, and run them with
+the same :class:`TrunkStagesMixin`.
 """
-from typing import Any, Dict, NamedTuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .norm import LayerNorm2d
 from .padding import PadToMultiple
-from .stage import TransformerStage
+from .stage import Positions, TransformerStage
 
 
 class Trunk(NamedTuple):
@@ -89,3 +90,44 @@ def build_trunk(settings: Dict[str, Any], pretrain_img_size: int = 224, patch_si
             down_pads.append(PadToMultiple(2))
         down_projs.append(nn.Sequential(conv, LayerNorm2d(dims[i + 1])))
     return Trunk(patch_proj, stem_pad, stages, down_projs, down_pads)
+
+
+class TrunkStagesMixin:
+    """Runs the :class:`Trunk` of the ``nn.Module`` it is mixed into (TorchScript compiles
+    :meth:`run_stages`)."""
+
+    def set_trunk(self, trunk: Trunk) -> None:
+        """Registers the trunk's modules on this module under their official names."""
+        self.patch_proj, self.stem_pad, self.stages = trunk.patch_proj, trunk.stem_pad, trunk.stages
+        self.down_projs, self.down_pads = trunk.down_projs, trunk.down_pads
+
+    def run_stages(self, x: torch.Tensor, last: int = -1, keep: Optional[List[int]] = None
+                   ) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[Positions]]]:
+        """Stem and stages ``0..last`` (-1: all) on ``(B, 3, H, W)``.
+
+        Returns:
+            The map of stage ``last``; the maps ``(B, dims[i], H_i, W_i)`` of the stages ``i``
+            in ``keep``, in stage order; per stage run, the sampling positions of its blocks.
+        """
+        n_stages = len(self.stages)
+        last = n_stages - 1 if last < 0 else last
+        taken: List[int] = [] if keep is None else keep
+        maps: List[torch.Tensor] = []
+        positions: List[List[Positions]] = []
+        x = self.patch_proj(self.stem_pad(x))
+        # stage i and the down-sampling after it; the zip stops before the last stage (loops
+        # over module lists are unrolled by TorchScript, which allows no break in them)
+        for i, (stage, pad, proj) in enumerate(zip(self.stages, self.down_pads, self.down_projs)):
+            if i <= last:
+                x, stage_positions = stage(x)
+                positions.append(stage_positions)
+                if i in taken:
+                    maps.append(x)
+                if i < last:
+                    x = proj(pad(x))
+        if last == n_stages - 1:
+            x, stage_positions = self.stages[-1](x)
+            positions.append(stage_positions)
+            if last in taken:
+                maps.append(x)
+        return x, maps, positions

@@ -13,6 +13,10 @@ from .padding import pad_to_multiple
 # Value the official code adds to logits of query/key pairs from different shifted regions.
 SHIFT_MASK_VALUE = -100.0
 
+# What every attention block returns: the output map and, for deformable blocks, the sampling
+# positions and reference points (None for the others).
+AttentionOutput = Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
+
 
 def windows_partition(x: torch.Tensor, window: Tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) -> (B, nW, Wh*Ww, C); H and W must be multiples of the window."""
@@ -29,6 +33,26 @@ def windows_merge(x: torch.Tensor, window: Tuple[int, int], size: Tuple[int, int
     h, w = size
     x = x.view(b, h // wh, w // ww, wh, ww, c)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
+
+
+def shift_window_mask(size: Tuple[int, int], window: Tuple[int, int], shift: int,
+                      device: torch.device, mask_value: float = SHIFT_MASK_VALUE
+                      ) -> torch.Tensor:
+    """(nW, N, N) additive mask of shifted-window attention on a padded map of ``size``:
+    ``mask_value`` between positions of different regions, 0 within one.
+
+    Along each axis of length n the rolled map has three regions, ``[0, n - window)``,
+    ``[n - window, n - shift)`` and ``[n - shift, n)``; a position's region is the number of
+    those bounds it has passed, its 2-D region ``3 * row_region + column_region``.
+    """
+    rows = torch.arange(size[0], device=device)
+    cols = torch.arange(size[1], device=device)
+    row_region = (rows >= size[0] - window[0]).long() + (rows >= size[0] - shift).long()
+    col_region = (cols >= size[1] - window[1]).long() + (cols >= size[1] - shift).long()
+    regions = (row_region[:, None] * 3 + col_region[None, :]).float()
+    regions = windows_partition(regions[None, None], window).squeeze(-1)[0]  # (nW, N)
+    diff = regions.unsqueeze(1) - regions.unsqueeze(2)
+    return torch.zeros_like(diff).masked_fill(diff != 0, mask_value)
 
 
 class LocalAttention(nn.Module):
@@ -95,7 +119,7 @@ class LocalAttention(nn.Module):
         out = self.proj_drop(self.proj_out(out))
         return windows_merge(out, self.window_size, (h, w))
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> AttentionOutput:
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         h, w = x.shape[-2:]
         out = self._attend(pad_to_multiple(x, self.window_size), None)
@@ -110,6 +134,8 @@ class ShiftWindowAttention(LocalAttention):
     """
 
     MASK_CACHE_SIZE = 4
+    # the cache is eager-only: a compiled module builds the mask in each call
+    __jit_ignored_attributes__ = ['_mask_cache']
 
     def __init__(self, dim: int, num_heads: int, window_size, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, shift_size: Optional[int] = None) -> None:
@@ -121,33 +147,27 @@ class ShiftWindowAttention(LocalAttention):
         self._mask_cache: OrderedDict = OrderedDict()
 
     def shift_mask(self, size: Tuple[int, int], device: torch.device) -> torch.Tensor:
-        """(nW, N, N) additive mask for a padded map of ``size``."""
+        """(nW, N, N) additive mask for a padded map of ``size``, cached per size."""
         key = (size, str(device))
         if key in self._mask_cache:
             self._mask_cache.move_to_end(key)
         else:
-            wh, ww = self.window_size
-            s = self.shift_size
-            img = torch.zeros(1, 1, *size, device=device)
-            cnt = 0
-            for hs in (slice(0, -wh), slice(-wh, -s), slice(-s, None)):
-                for ws in (slice(0, -ww), slice(-ww, -s), slice(-s, None)):
-                    img[..., hs, ws] = cnt
-                    cnt += 1
-            regions = windows_partition(img, self.window_size).squeeze(-1)[0]  # (nW, N)
-            diff = regions.unsqueeze(1) - regions.unsqueeze(2)
-            self._mask_cache[key] = torch.zeros_like(diff).masked_fill(
-                diff != 0, SHIFT_MASK_VALUE)
+            self._mask_cache[key] = shift_window_mask(size, self.window_size, self.shift_size,
+                                                      device)
             if len(self._mask_cache) > self.MASK_CACHE_SIZE:
                 self._mask_cache.popitem(last=False)
         return self._mask_cache[key]
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> AttentionOutput:
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.window_size)
         s = self.shift_size
         shifted = torch.roll(x, shifts=(-s, -s), dims=(2, 3))
-        out = self._attend(shifted, self.shift_mask(tuple(x.shape[-2:]), x.device))
+        if torch.jit.is_scripting():  # a compiled module holds no Python cache
+            mask = shift_window_mask((x.shape[-2], x.shape[-1]), self.window_size, s, x.device)
+        else:
+            mask = self.shift_mask((x.shape[-2], x.shape[-1]), x.device)
+        out = self._attend(shifted, mask)
         out = torch.roll(out, shifts=(s, s), dims=(2, 3))
         return out[:, :, :h, :w], None, None
