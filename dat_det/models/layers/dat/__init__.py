@@ -1,4 +1,4 @@
-"""DAT / DAT++ building blocks (torch, einops and timm.layers; no registry)."""
+"""DAT / DAT++ building blocks (torch and timm.layers; no registry)."""
 from .deformable_attention import (
     FORMULATIONS,
     DeformableAttention,
