@@ -16,7 +16,7 @@ from mmdet.datasets.transforms import InferencerLoader
 from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
 
-from dat_det.utils.checkpoint_compat import load_checkpoint_file
+from dat_det.utils.checkpoint_files import load_checkpoint_file
 from dat_det.utils.config import load_config
 from dat_det.utils.errors import UserInputError, one_line
 

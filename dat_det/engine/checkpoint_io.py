@@ -9,7 +9,7 @@
   checkpoints beyond ``max_keep_ckpts`` removed (mmengine removes them before saving).
 - :func:`use_checked_checkpoint_loader` (called by :func:`dat_det.engine.build_runner`)
   replaces the local checkpoint loader of mmengine's ``CheckpointLoader`` (prefix ``''``) by
-  :func:`dat_det.utils.checkpoint_compat.load_checkpoint_file`, which checks the file first and
+  :func:`dat_det.utils.checkpoint_files.load_checkpoint_file`, which checks the file first and
   allows mmengine's own types to the safe unpickler for that load only, so every path of the
   runner that loads a local checkpoint (``--resume``, ``load_from``, ``init_cfg=Pretrained``,
   test.py) reports a truncated or corrupt file in one line naming it. Importing this module
@@ -29,7 +29,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 from mmengine.runner import CheckpointLoader
 
-from dat_det.utils.checkpoint_compat import load_checkpoint_file
+from dat_det.utils.checkpoint_files import load_checkpoint_file
 
 TEMP_SUFFIX = '.incomplete'
 

@@ -10,18 +10,18 @@ import os.path as osp
 import torch
 from mmengine.config import Config
 
-from dat_det.utils.checkpoint_compat import check_checkpoint
+from dat_det.utils.checkpoint_files import check_checkpoint
 from dat_det.utils.config import load_config
 from dat_det.utils.data_check import check_dataloader_datasets
 from dat_det.utils.errors import UserInputError
 
 from .compile_options import with_cpu_training_options
 from .optim_wrappers import amp_optim_wrapper
+from .resume import checkpoint_to_resume
 from .runner import set_work_dir
 from .train_guards import (
     check_pretrained_files,
     guard_nonfinite_loss,
-    resume_checkpoint,
     skip_unreadable_train_images,
     use_atomic_checkpoints,
 )
@@ -86,7 +86,7 @@ def set_resume(cfg: Config, resume: str | None) -> None:
     refusing a missing or unreadable checkpoint (also a local ``load_from``) in one line."""
     if resume == 'auto':
         # None (no checkpoint yet): mmengine's auto-resume finds none and starts from scratch.
-        cfg.resume, cfg.load_from = True, resume_checkpoint(cfg.work_dir)
+        cfg.resume, cfg.load_from = True, checkpoint_to_resume(cfg.work_dir)
     elif resume is not None:
         if not osp.isfile(resume):
             raise UserInputError(f'--resume checkpoint not found: {resume}')

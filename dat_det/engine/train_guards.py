@@ -7,17 +7,14 @@ Each function edits a loaded config in place (or checks it) before the runner is
 - :func:`skip_unreadable_train_images`: the train pipeline's ``LoadImageFromFile`` ->
   ``LoadImageOrSkip``.
 - :func:`check_pretrained_files`: every local ``init_cfg=Pretrained`` file exists and reads.
-- :func:`resume_checkpoint`: the checkpoint ``--resume`` continues from, falling back past an
-  unreadable latest one.
 """
 from __future__ import annotations
 
-import glob
 import os.path as osp
 import sys
 from typing import Any, Iterator
 
-from dat_det.utils.checkpoint_compat import check_checkpoint, checkpoint_problem
+from dat_det.utils.checkpoint_files import check_checkpoint
 from dat_det.utils.config import dataset_configs
 from dat_det.utils.errors import UserInputError
 
@@ -91,33 +88,3 @@ def check_pretrained_files(cfg: Any) -> None:
             raise UserInputError(f'pretrained weights not found: {path} (config key {key}); '
                                  f'{where}')
         check_checkpoint(path, f'pretrained weights ({key})')
-
-
-def _candidates(work_dir: str, latest: str) -> list[str]:
-    """Other checkpoints of the run, newest first."""
-    folders = {work_dir, osp.dirname(latest) or work_dir}
-    files = {p for f in folders for p in glob.glob(osp.join(f, '*.pth'))}
-    files.discard(latest)
-    return sorted(files, key=osp.getmtime, reverse=True)
-
-
-def resume_checkpoint(work_dir: str) -> str | None:
-    """The checkpoint ``--resume`` (no path) continues from: the one ``last_checkpoint`` names,
-    or, if that is missing or unreadable, the newest readable checkpoint of the work dir (with
-    a warning naming the bad one). None when the run has no checkpoint yet."""
-    pointer = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        latest = f.read().strip()
-    problem = checkpoint_problem(latest) if latest else 'last_checkpoint is empty'
-    if problem is None:
-        return latest
-    for candidate in _candidates(work_dir, latest):
-        if checkpoint_problem(candidate) is None:
-            warn(f'latest checkpoint {latest} is unreadable ({problem}); resuming from '
-                 f'{candidate} instead')
-            return candidate
-    raise UserInputError(f'--resume: latest checkpoint {latest} is unreadable ({problem}) and '
-                         f'{work_dir} holds no earlier readable checkpoint; run without '
-                         '--resume to start over')

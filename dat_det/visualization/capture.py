@@ -4,7 +4,7 @@ Both attention modules declare a ``sampling_probe`` (:class:`dat_det.models.laye
 an identity submodule called on the tensors that say where they sample; forward hooks on it
 record exactly what the module used:
 
-- Deformable DETR: :class:`MultiScaleDeformableAttention` passes its sampling locations and
+- Deformable DETR: :class:`MSDeformAttn` passes its sampling locations and
   attention weights (:func:`record_msda`).
 - DAT: :class:`DeformableAttention` passes its deformed key positions and reference grid
   (:func:`dat_positions`).
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dat_det.models.layers.dat import DeformableAttention
-from dat_det.models.layers.deformable_detr import MultiScaleDeformableAttention
+from dat_det.models.layers.deformable_detr import MSDeformAttn
 from dat_det.ops import SpatialShapes, level_layout
 
 
@@ -47,7 +47,7 @@ def record_msda(model: nn.Module) -> Iterator[Dict[str, List[MSDASamples]]]:
     records: Dict[str, List[MSDASamples]] = {}
     handles = []
     for name, module in model.named_modules():
-        if not isinstance(module, MultiScaleDeformableAttention):
+        if not isinstance(module, MSDeformAttn):
             continue
         shapes: List[SpatialShapes] = []
 

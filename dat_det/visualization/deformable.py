@@ -7,7 +7,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from dat_det.models.layers.deformable_detr import MultiScaleDeformableAttention
+from dat_det.models.layers.deformable_detr import MSDeformAttn
 
 from .capture import dat_positions, record_msda
 from .draw import dat_figure, msda_figure
@@ -28,7 +28,7 @@ def has_dat_backbone(model: nn.Module) -> bool:
 
 
 def has_msda(model: nn.Module) -> bool:
-    return any(isinstance(m, MultiScaleDeformableAttention) for m in model.modules())
+    return any(isinstance(m, MSDeformAttn) for m in model.modules())
 
 
 def dat_picture(model: nn.Module, inputs: Tensor, sample: Any, image: np.ndarray,

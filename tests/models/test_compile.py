@@ -14,7 +14,7 @@ from torch import nn
 from dat_det.models.layers.deformable_detr import (
     DeformableDecoder,
     DeformableEncoder,
-    MultiScaleDeformableAttention,
+    MSDeformAttn,
     level_start_index,
 )
 
@@ -63,7 +63,7 @@ def _assert_compiled_equals_eager(module, call, *inputs, backend='aot_eager'):
 def test_msda_module_with_inductor():
     """Inductor code generation around the registered op, forward and backward."""
     torch.manual_seed(0)
-    attn = _perturbed(MultiScaleDeformableAttention(**ATTN))
+    attn = _perturbed(MSDeformAttn(**ATTN))
     starts = level_start_index(SIZES)
     num_values = sum(h * w for h, w in SIZES)
     _assert_compiled_equals_eager(

@@ -7,7 +7,7 @@ import torch
 from dat_det.models.layers.deformable_detr import (
     DeformableDecoder,
     DeformableEncoder,
-    MultiScaleDeformableAttention,
+    MSDeformAttn,
     SinePositionalEncoding,
     encoder_proposals,
     encoder_reference_points,
@@ -22,8 +22,8 @@ from dat_det.models.layers.deformable_detr import (
 EMBED, HEADS = 32, 4
 
 
-def _msda(levels=2, points=2, **kwargs) -> MultiScaleDeformableAttention:
-    return MultiScaleDeformableAttention(EMBED, HEADS, levels, points, **kwargs)
+def _msda(levels=2, points=2, **kwargs) -> MSDeformAttn:
+    return MSDeformAttn(EMBED, HEADS, levels, points, **kwargs)
 
 
 def _encoder(levels=2, layers=2) -> DeformableEncoder:
@@ -41,7 +41,7 @@ def _padded_batch():
 
 
 def test_star_init_values():
-    attn = MultiScaleDeformableAttention(embed_dims=64, num_heads=8, num_levels=4, num_points=4)
+    attn = MSDeformAttn(embed_dims=64, num_heads=8, num_levels=4, num_points=4)
     bias = attn.sampling_offsets.bias.view(8, 4, 4, 2)
     # head h looks along 2*pi*h/8; the larger of |cos|, |sin| is scaled to 1
     directions = torch.tensor([[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1],
@@ -99,7 +99,7 @@ def test_msda_matches_mmcv(ref_dim):
 
 def test_msda_gradcheck():
     torch.manual_seed(0)
-    attn = MultiScaleDeformableAttention(8, 2, num_levels=2, num_points=2).double()
+    attn = MSDeformAttn(8, 2, num_levels=2, num_points=2).double()
     for p in attn.parameters():  # leave the init, where the query has no effect
         torch.nn.init.normal_(p, std=0.3)
     shapes = torch.tensor([[3, 4], [2, 2]])
@@ -123,7 +123,7 @@ def test_msda_rejects_bad_inputs():
         attn(query, torch.randn(1, 21, EMBED), torch.rand(1, 3, 2, 2), shapes,
              level_start_index(shapes))
     with pytest.raises(ValueError, match='divisible'):
-        MultiScaleDeformableAttention(embed_dims=30, num_heads=4)
+        MSDeformAttn(embed_dims=30, num_heads=4)
 
 
 def test_valid_ratios_and_reference_points_on_padded_batch():

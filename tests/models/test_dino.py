@@ -13,7 +13,7 @@ from mmdet.utils import register_all_modules  # noqa: E402
 import dat_det.models  # noqa: E402,F401
 from dat_det.models.checkpoint import from_mmdet, to_mmdet  # noqa: E402
 from dat_det.models.layers.deformable_detr import (  # noqa: E402
-    MultiScaleDeformableAttention,
+    MSDeformAttn,
     encoder_proposals,
 )
 from tests.models.test_deformable_detr import NUM_CLASSES, make_batch  # noqa: E402
@@ -165,7 +165,7 @@ def test_init_weights_keeps_the_star_init():
     torch.manual_seed(0)
     model = MODELS.build(tiny_dino_cfg(embed=32))
     model.init_weights()
-    attns = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    attns = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
     assert len(attns) == 4 and all(a.num_levels == 4 for a in attns)
     for attn in attns:
         assert not attn.sampling_offsets.weight.any() and not attn.attention_weights.weight.any()

@@ -25,8 +25,8 @@ def test_layers_import_and_run_with_torch_and_timm_only():
     proc = _run("""
         sys.modules.update(mmengine=None, einops=None)  # torch and timm only
         import torch
-        from dat_det.models.layers.deformable_detr import MultiScaleDeformableAttention
-        attn = MultiScaleDeformableAttention(16, num_heads=2, num_levels=1, num_points=2)
+        from dat_det.models.layers.deformable_detr import MSDeformAttn
+        attn = MSDeformAttn(16, num_heads=2, num_levels=1, num_points=2)
         out = attn(torch.randn(1, 3, 16), torch.randn(1, 12, 16), torch.rand(1, 3, 1, 2),
                    [(3, 4)], torch.tensor([0]))
         assert out.shape == (1, 3, 16)

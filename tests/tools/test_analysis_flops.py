@@ -10,7 +10,7 @@ from mmengine.analysis import FlopAnalyzer  # noqa: E402
 
 from dat_det.analysis import analyze_complexity, msda_flops, sdpa_flops  # noqa: E402
 from dat_det.models.layers.dat.deformable_attention import DeformableAttention  # noqa: E402
-from dat_det.models.layers.deformable_detr import MultiScaleDeformableAttention  # noqa: E402
+from dat_det.models.layers.deformable_detr import MSDeformAttn  # noqa: E402
 from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
 from tests.tools.tiny_configs import tiny_ddetr_config  # noqa: E402
 
@@ -23,7 +23,7 @@ class MSDABlock(torch.nn.Module):
 
     def __init__(self, backend: str) -> None:
         super().__init__()
-        self.attn = MultiScaleDeformableAttention(32, num_heads=4, num_levels=2, num_points=3,
+        self.attn = MSDeformAttn(32, num_heads=4, num_levels=2, num_points=3,
                                                   backend=backend)
 
     def forward(self, query, value, reference_points):

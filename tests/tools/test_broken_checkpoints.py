@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dat_det.engine.train_guards import check_pretrained_files
-from dat_det.utils.checkpoint_compat import CheckpointError, check_checkpoint, checkpoint_problem
+from dat_det.utils.checkpoint_files import CheckpointError, check_checkpoint, checkpoint_problem
 from dat_det.utils.errors import UserInputError
 from tests.conftest import REPO_ROOT
 from tests.tools.forked import run_forked

@@ -157,7 +157,7 @@ def test_api_equals_mmdet_on_paths_and_arrays(models, tiny_shapes_root):
     from mmdet.apis import init_detector as mmdet_init_detector
 
     from dat_det.apis import DetInferencer, inference_detector, init_detector
-    from dat_det.utils.checkpoint_compat import mmengine_checkpoint_globals
+    from dat_det.utils.checkpoint_files import mmengine_checkpoint_globals
 
     config, checkpoint = models['demo']
     image = str(tiny_shapes_root / 'val' / '000002.jpg')

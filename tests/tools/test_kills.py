@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dat_det.utils.checkpoint_compat import checkpoint_problem
+from dat_det.utils.checkpoint_files import checkpoint_problem
 from tests.tools.forked import run_forked
 from tests.tools.test_train_test import CONFIG, assert_same_tensors, data_options, load_checkpoint
 

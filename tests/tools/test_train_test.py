@@ -42,7 +42,7 @@ def assert_ok(proc) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    from dat_det.utils.checkpoint_compat import mmengine_checkpoint_globals
+    from dat_det.utils.checkpoint_files import mmengine_checkpoint_globals
     with mmengine_checkpoint_globals():
         return torch.load(path, map_location='cpu', weights_only=True)
 

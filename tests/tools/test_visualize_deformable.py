@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip('mmdet')
 
-from dat_det.models.layers.deformable_detr import MultiScaleDeformableAttention  # noqa: E402
+from dat_det.models.layers.deformable_detr import MSDeformAttn  # noqa: E402
 from dat_det.ops import multi_scale_deformable_attn  # noqa: E402
 from dat_det.visualization import record_msda  # noqa: E402
 from dat_det.visualization.geometry import dat_to_pixels, msda_to_pixels  # noqa: E402
@@ -24,7 +24,7 @@ def tiny_model(tmp_path_factory, tiny_shapes_root):
 
 def test_recorded_samples_are_those_the_op_used():
     torch.manual_seed(0)
-    attn = MultiScaleDeformableAttention(32, num_heads=4, num_levels=2, num_points=3).eval()
+    attn = MSDeformAttn(32, num_heads=4, num_levels=2, num_points=3).eval()
     for p in attn.parameters():
         torch.nn.init.normal_(p, std=0.3)
     shapes, starts = torch.tensor([[6, 8], [3, 4]]), torch.tensor([0, 48])
@@ -119,7 +119,7 @@ def test_recording_goes_through_the_declared_probe():
     that moves the locations moves the recording and the output alike. If the module stops
     calling its probe, the recording is empty and this test fails."""
     torch.manual_seed(0)
-    attn = MultiScaleDeformableAttention(32, num_heads=4, num_levels=2, num_points=3).eval()
+    attn = MSDeformAttn(32, num_heads=4, num_levels=2, num_points=3).eval()
     sizes = [(6, 8), (3, 4)]
     query, value, refs = torch.randn(1, 5, 32), torch.randn(1, 60, 32), torch.rand(1, 5, 2, 2)
     with torch.no_grad(), record_msda(attn) as records:

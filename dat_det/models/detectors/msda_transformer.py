@@ -15,7 +15,7 @@ from dat_det.ops import SpatialShapes
 
 from ..layers.deformable_detr import (
     DeformableEncoder,
-    MultiScaleDeformableAttention,
+    MSDeformAttn,
     SinePositionalEncoding,
     level_masks,
     level_start_index,
@@ -26,7 +26,7 @@ from ..layers.deformable_detr import (
 
 class MSDATransformerMixin:
     """Encoder side of a Deformable-DETR-style detector whose attention is
-    :class:`MultiScaleDeformableAttention` (a mixin for subclasses of mmdet's
+    :class:`MSDeformAttn` (a mixin for subclasses of mmdet's
     ``DeformableDETR`` / ``DINO``, listed before them).
 
     It adds the ``msda_backend`` argument, builds the positional encoding, encoder and a
@@ -84,7 +84,7 @@ class MSDATransformerMixin:
         """
         super().init_weights()
         for module in self.modules():
-            if isinstance(module, MultiScaleDeformableAttention):
+            if isinstance(module, MSDeformAttn):
                 module.init_weights()
 
     def pre_transformer(self, mlvl_feats: Tuple[Tensor],

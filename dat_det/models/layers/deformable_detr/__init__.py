@@ -1,6 +1,6 @@
 """Deformable DETR building blocks on the ``dat_det.ops`` multi-scale deformable attention."""
 from .dino import DINODecoder, box_sine_encoding
-from .msda import MultiScaleDeformableAttention, star_offsets
+from .msda import MSDeformAttn, star_offsets
 from .positional_encoding import SinePositionalEncoding, proposal_pos_embed
 from .transformer import (
     DeformableDecoder,
@@ -22,7 +22,7 @@ from .utils import (
 
 __all__ = [
     'DINODecoder', 'box_sine_encoding',
-    'MultiScaleDeformableAttention', 'star_offsets', 'SinePositionalEncoding',
+    'MSDeformAttn', 'star_offsets', 'SinePositionalEncoding',
     'proposal_pos_embed', 'DeformableEncoder', 'DeformableEncoderLayer', 'DeformableDecoder',
     'DeformableDecoderLayer', 'FeedForward', 'encoder_proposals', 'select_topk',
     'decoder_reference_inputs', 'encoder_reference_points', 'inverse_sigmoid', 'level_masks',

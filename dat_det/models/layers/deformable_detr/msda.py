@@ -10,8 +10,12 @@ from dat_det.ops import SpatialShapes, multi_scale_deformable_attn
 from ..probe import Probe
 
 
-class MultiScaleDeformableAttention(nn.Module):
+class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention (Zhu et al., ICLR 2021) on the ``dat_det.ops`` op.
+
+    Named as in the Deformable DETR release (``MSDeformAttn``); mmcv's equivalent is
+    ``mmcv.ops.MultiScaleDeformableAttention``, which :class:`dat_det.models.DatDetMSDA`
+    subclasses for mmdet's own models.
 
     Every query samples ``num_points`` locations per head and level around its reference
     point and sums them with softmax weights. The module returns the attention output only;

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from dat_det.ops import SpatialShapes
 
-from .msda import MultiScaleDeformableAttention
+from .msda import MSDeformAttn
 from .utils import decoder_reference_inputs, encoder_reference_points, inverse_sigmoid
 
 _ACTIVATIONS = {'ReLU': nn.ReLU, 'GELU': nn.GELU}
@@ -48,18 +48,18 @@ class FeedForward(nn.Module):
         return x + self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
-def _msda(cfg: Optional[Dict]) -> Tuple[MultiScaleDeformableAttention, nn.Dropout]:
+def _msda(cfg: Optional[Dict]) -> Tuple[MSDeformAttn, nn.Dropout]:
     """Attention and the dropout on its output from an mmdet-style ``*_attn_cfg``."""
     cfg = dict(cfg or {})
     dropout = cfg.pop('dropout', 0.1)
-    return MultiScaleDeformableAttention(**cfg), nn.Dropout(dropout)
+    return MSDeformAttn(**cfg), nn.Dropout(dropout)
 
 
 class DeformableEncoderLayer(nn.Module):
     """Deformable self-attention over all levels, then FFN; each followed by LayerNorm.
 
     Args:
-        self_attn_cfg: Kwargs of :class:`MultiScaleDeformableAttention`, plus ``dropout``
+        self_attn_cfg: Kwargs of :class:`MSDeformAttn`, plus ``dropout``
             on its output (default 0.1).
         ffn_cfg: Kwargs of :class:`FeedForward`.
     """
@@ -129,7 +129,7 @@ class DeformableDecoderLayer(nn.Module):
     Args:
         self_attn_cfg: ``embed_dims``, ``num_heads``, ``dropout`` (attention weights and
             output), ``batch_first`` (must be True).
-        cross_attn_cfg: Kwargs of :class:`MultiScaleDeformableAttention`, plus ``dropout``.
+        cross_attn_cfg: Kwargs of :class:`MSDeformAttn`, plus ``dropout``.
         ffn_cfg: Kwargs of :class:`FeedForward`.
     """
 
