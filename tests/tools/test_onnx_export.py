@@ -10,7 +10,7 @@ pytest.importorskip('mmdet')
 pytest.importorskip('onnxruntime')
 
 from tests.conftest import run_tool  # noqa: E402
-from tests.tools.tiny_configs import random_checkpoint, tiny_ddetr_config  # noqa: E402
+from tests.tools.tiny_configs import TINY_DAT, random_checkpoint, tiny_ddetr_config  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -163,7 +163,6 @@ def test_dat_pp_backbone_uses_its_neighbourhood_bias_in_onnx(tmp_path):
     from mmdet.registry import MODELS
 
     import dat_det.models  # noqa: F401
-    from tests.tools.tiny_configs import TINY_DAT
 
     torch.manual_seed(0)
     model = MODELS.build(dict(TINY_DAT))
@@ -215,3 +214,35 @@ def test_two_stage_proposals_export_path_follows_the_image_size(tmp_path):
             finite = np.isfinite(e)
             assert (np.isfinite(a) == finite).all()
             np.testing.assert_allclose(a[finite], e[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('arch', ['dat-t', 'dat++-t'])
+def test_dat_backbone_graph_holds_at_sizes_that_need_padding(tmp_path, arch):
+    """Exported at a size that needs no padding anywhere, the graph equals PyTorch at sizes
+    whose stem, down-sampling, windows (v1's L/S blocks, shift masks included) or
+    neighbourhood kernel need padding: every padding decision is traced, none frozen."""
+    import numpy as np
+    import torch
+    from mmdet.registry import MODELS
+
+    import dat_det.models  # noqa: F401
+    from dat_det.testing.weights import randomize_parameters
+
+    if arch == 'dat-t':
+        cfg = dict(type='DAT', arch='dat-t', dim_stem=16, dims=[16, 32, 64, 128],
+                   heads=[1, 2, 4, 8], groups=[-1, -1, 2, 4], depths=[2, 2, 2, 2],
+                   stage_spec=[['L', 'S'], ['L', 'S'], ['L', 'D'], ['L', 'D']],
+                   window_sizes=[4, 4, 4, 4], drop_path_rate=0.0, init_cfg=None)
+    else:
+        cfg = dict(TINY_DAT, out_indices=(0, 1, 2, 3))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.eval()
+    randomize_parameters(model, scale=0.1)
+    images = [(torch.randn(1, 3, h, w), ) for h, w in [(128, 128), (100, 76), (148, 92)]]
+    pairs = _export_and_run(model, images[0], images[1:], tmp_path, ['image'],
+                            {'image': {2: 'h', 3: 'w'}})
+    for actual, expected in pairs:
+        for a, e in zip(actual, expected):
+            assert a.shape == e.shape
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)

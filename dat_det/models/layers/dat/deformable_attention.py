@@ -56,7 +56,7 @@ def _centres(n: int, dtype: torch.dtype, device: torch.device, formulation: str
              ) -> torch.Tensor:
     centres = torch.linspace(0.5, n - 0.5, n, dtype=dtype, device=device)
     if formulation == 'v1':
-        return centres / float(n) * 2.0 - 1.0
+        return centres / n * 2.0 - 1.0
     if n == 1:
         return torch.zeros(1, dtype=dtype, device=device)
     return centres / (n - 1.0) * 2.0 - 1.0
@@ -92,10 +92,14 @@ def deformed_positions(offset: torch.Tensor, offset_range_factor: float, formula
     reference = key_reference_points(hk, wk, offset.dtype, offset.device, formulation)
     bounded = offset_range_factor > 0 or (offset_range_factor == 0 and formulation == 'v2')
     if bounded:
-        offset_range = torch.tensor([offset_scale(hk, formulation), offset_scale(wk, formulation)],
-                                    dtype=offset.dtype, device=offset.device)
-        offset = offset.tanh() * (offset_range * offset_range_factor).view(1, 2, 1, 1)
-    pos = offset.permute(0, 2, 3, 1) + reference
+        # per axis, without building a tensor from the scales: under export the key grid
+        # sizes are traced, and a tensor made of them would keep the traced size's range
+        offset = offset.permute(0, 2, 3, 1).tanh() * offset_range_factor
+        offset = torch.stack((offset[..., 0] * offset_scale(hk, formulation),
+                              offset[..., 1] * offset_scale(wk, formulation)), -1)
+    else:
+        offset = offset.permute(0, 2, 3, 1)
+    pos = offset + reference
     if offset_range_factor < 0:
         pos = pos.tanh() if formulation == 'v1' else pos.clamp(-1.0, 1.0)
     return pos, reference

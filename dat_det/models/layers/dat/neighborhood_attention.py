@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..tracing import onnx_exporting
+
 NATTEN_AVAILABLE = importlib.util.find_spec('natten') is not None
 BACKENDS = ('auto', 'natten', 'tiled', 'reference', 'gather')
 # Query tile side of the fast path: the halo attention does (tile + k - 1)^2 / k^2 times the
@@ -278,12 +280,6 @@ def neighborhood_attention_2d_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.T
 
 
 @torch.jit.unused
-def _onnx_exporting() -> bool:
-    """``torch.onnx.is_in_onnx_export()``, kept out of TorchScript (which cannot compile it)."""
-    return torch.onnx.is_in_onnx_export()
-
-
-@torch.jit.unused
 def _pad_to_kernel_traced(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Zero-pad ``(B, H, W, C)`` at the bottom/right to at least the kernel, by traced amounts.
 
@@ -358,7 +354,7 @@ class NeighborhoodAttention2D(nn.Module):
     def _attend(self, q, k, v):
         """q, k, v: (B, heads, H, W, hd), q unscaled -> (B, heads, H, W, hd)."""
         drop = self.attn_drop if self.training else 0.0
-        if self.backend == 'gather' or torch.onnx.is_in_onnx_export():
+        if self.backend == 'gather' or onnx_exporting():
             return neighborhood_attention_2d_gather(q * self.scale, k, v, self.kernel_size,
                                                     self.rpb, drop)
         # A trace would freeze the tile plan (built from Python ints) to the traced size, so
@@ -377,7 +373,7 @@ class NeighborhoodAttention2D(nn.Module):
         """(B, C, H, W) -> ((B, C, H, W), None, None)."""
         b, c, h0, w0 = x.shape
         x = x.permute(0, 2, 3, 1)
-        if not torch.jit.is_scripting() and _onnx_exporting():
+        if not torch.jit.is_scripting() and onnx_exporting():
             x = _pad_to_kernel_traced(x, self.kernel_size)
         else:
             pad_h = max(0, self.kernel_size - h0)

@@ -164,7 +164,9 @@ class ShiftWindowAttention(LocalAttention):
         x = pad_to_multiple(x, self.window_size)
         s = self.shift_size
         shifted = torch.roll(x, shifts=(-s, -s), dims=(2, 3))
-        if torch.jit.is_scripting():  # a compiled module holds no Python cache
+        # a compiled module holds no Python cache, and a trace (ONNX export) must build the
+        # mask from its traced size rather than keep the cached one as a constant
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
             mask = shift_window_mask((x.shape[-2], x.shape[-1]), self.window_size, s, x.device)
         else:
             mask = self.shift_mask((x.shape[-2], x.shape[-1]), x.device)
