@@ -1,5 +1,12 @@
 """Loading of official (third-party layout) checkpoints into dat_det modules, and the
 state-dict key mappings of Deformable DETR to and from mmdet and the official release."""
+from .dat_detection import (
+                            checkpoint_classes,
+                            convert_dat_detection,
+                            load_dat_detection,
+                            match_to_model,
+                            rename_dat_detection_key,
+)
 from .dat_official import (
                            convert_official_dat_keys,
                            extract_state_dict,
@@ -9,4 +16,6 @@ from .dat_official import (
 from .deformable_detr_keys import from_mmdet, from_official, to_mmdet
 
 __all__ = ['convert_official_dat_keys', 'extract_state_dict', 'load_official_dat',
-           'resize_position_tables', 'from_mmdet', 'to_mmdet', 'from_official']
+           'resize_position_tables', 'from_mmdet', 'to_mmdet', 'from_official',
+           'checkpoint_classes', 'convert_dat_detection', 'load_dat_detection',
+           'match_to_model', 'rename_dat_detection_key']
