@@ -1,15 +1,7 @@
-"""DAT-Detection (mmdet 2.x) COCO checkpoints -> the configs/dat detectors.
-
-``tests/models/data/dat_detection_official_keys.json`` holds the facts: the tensor names and
-shapes of the authors' detectors as mmdet 2.26 builds them from DAT-Detection's configs (in
-full for the three DAT++-T models, as a fingerprint for every published config). Checkpoints
-laid out that way, filled with random values, are converted and loaded here.
-"""
+"""DAT-Detection (mmdet 2.x) COCO checkpoints -> the configs/dat detectors: checkpoints laid
+out as the authors' (tests/models/dat_detection_official.py), filled with random values, are
+converted and loaded."""
 from __future__ import annotations
-
-import hashlib
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,45 +15,13 @@ from dat_det.models.checkpoint import (  # noqa: E402
     rename_dat_detection_key,
 )
 from dat_det.utils.errors import UserInputError  # noqa: E402
-from tests.conftest import REPO_ROOT  # noqa: E402
-
-OFFICIAL = json.loads((Path(__file__).parent / 'data' / 'dat_detection_official_keys.json')
-                      .read_text())
-CONFIG_DIR = REPO_ROOT / 'configs' / 'dat'
-T_MODELS = list(OFFICIAL['tensors'])  # RetinaNet, Mask R-CNN, Cascade Mask R-CNN, DAT++-T
-COCO_CLASSES = tuple(f'class_{i}' for i in range(80))
-
-
-def build_detector(config_name: str) -> torch.nn.Module:
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-
-    register_all_modules()
-    cfg = Config.fromfile(str(CONFIG_DIR / config_name))
-    cfg.model.backbone.init_cfg = None
-    return MODELS.build(cfg.model)
-
-
-def official_checkpoint(name: str, seed: int = 0) -> dict:
-    """An mmdet 2.x checkpoint of DAT-Detection's model ``name``: every tensor random (float
-    tensors ~N(0, 1), so no two share a value pattern; BN step counters distinct integers)."""
-    gen = torch.Generator().manual_seed(seed)
-    state_dict = {}
-    for i, (key, shape) in enumerate(OFFICIAL['tensors'][name].items()):
-        if key.endswith('num_batches_tracked'):
-            state_dict[key] = torch.tensor(1000 + i)
-        else:
-            state_dict[key] = torch.randn(shape, generator=gen)
-    return dict(meta=dict(CLASSES=COCO_CLASSES, mmdet_version='2.26.0'), state_dict=state_dict)
-
-
-def fingerprint(model: torch.nn.Module) -> dict:
-    state = {k: list(v.shape) for k, v in model.state_dict().items()}
-    text = '\n'.join(f"{k} {','.join(map(str, state[k]))}" for k in sorted(state))
-    return dict(num_tensors=len(state),
-                num_elements=sum(v.numel() for v in model.state_dict().values()),
-                sha256=hashlib.sha256(text.encode()).hexdigest())
+from tests.models.dat_detection_official import (  # noqa: E402
+    OFFICIAL,
+    T_MODELS,
+    build_detector,
+    fingerprint,
+    official_checkpoint,
+)
 
 
 @pytest.fixture(scope='module')
