@@ -106,7 +106,7 @@ def test_detector_benchmark_trains_a_mask_config():
     """Mask heads need ground-truth masks in the random batch (and labels below the head's
     class count)."""
     pytest.importorskip('mmdet')
-    config = REPO_ROOT / 'configs' / 'dat' / 'mask-rcnn_dat-t_fpn_1x_coco.py'
+    config = REPO_ROOT / 'configs' / 'dat' / 'mask-rcnn_dat-t_fpn_amp-ms-crop-1x_coco.py'
     proc = run_tool('analysis_tools/benchmark.py', str(config), '--train', '--img-size', '96',
                     '96', '--iters', '1', '--warmup', '0')
     _assert_ok(proc)

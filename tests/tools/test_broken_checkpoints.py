@@ -104,7 +104,7 @@ def test_resume_falls_back_past_a_broken_latest_checkpoint(tmp_path, tiny_shapes
 
 
 def test_missing_pretrained_backbone_refused_before_anything_starts(tmp_path):
-    config = REPO_ROOT / 'configs' / 'dat' / 'retinanet_dat++-t_fpn_1x_coco.py'
+    config = REPO_ROOT / 'configs' / 'dat' / 'retinanet_dat++-t_fpn_amp-ms-crop-1x_coco.py'
     proc = run_forked('train.py', str(config), '--work-dir', str(tmp_path / 'w'),
                       log=tmp_path / 'w.log')
     line = _one_error_line(proc)

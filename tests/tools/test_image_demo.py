@@ -18,7 +18,7 @@ from tests.tools.tiny_configs import TINY_DAT, random_checkpoint  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / 'configs' / 'demo' / 'dino-3scale_dat++-pico_shapes.py'
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross')
-MASK_RCNN = REPO_ROOT / 'configs' / 'dat' / 'mask-rcnn_dat++-t_fpn_1x_coco.py'
+MASK_RCNN = REPO_ROOT / 'configs' / 'dat' / 'mask-rcnn_dat++-t_fpn_amp-ms-crop-1x_coco.py'
 
 
 def tiny_mask_rcnn_config(path: Path) -> Path:
