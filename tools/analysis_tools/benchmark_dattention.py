@@ -148,7 +148,7 @@ def main() -> None:
         rows += measure_model(name, args.places, args)
     height, width = args.img_size
     print(f'DAttention cost, input 1x3x{height}x{width}, tensor-mode inference, '
-          f'{cpu_name()}, {torch.get_num_threads()} threads, clock {args.clock}, median of '
+          f'{cpu_name()}, torch threads: {torch.get_num_threads()}, clock {args.clock}, median of '
           f'{args.iters} calls after {args.warmup} warm-up rounds, '
           f'{datetime.date.today().isoformat()}')
     print(table(rows))
