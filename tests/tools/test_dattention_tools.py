@@ -131,3 +131,21 @@ def test_cost_benchmark_reports_each_place(tmp_path):
         assert row['flops'] > plain['flops'] and row['flops_ratio'] > 1
         assert row['seconds'] > 0
     assert proc.stdout.count('| rtmdet-tiny |') == 3
+
+
+@pytest.mark.slow
+def test_shapes_comparison_trains_each_place_and_resumes(tmp_path, tiny_shapes_root):
+    args = ['--places', 'none', 'head', '--seeds', '0', '--epochs', '1', '--data',
+            str(tiny_shapes_root), '--work-dir', str(tmp_path / 'runs'), '--json',
+            str(tmp_path / 'results.json')]
+    proc = run_tool('analysis_tools/dattention_shapes_comparison.py', *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / 'results.json').read_text())
+    assert [(r['place'], r['seed']) for r in results] == [('none', 0), ('head', 0)]
+    assert all(0 <= r['coco/bbox_mAP'] <= 1 and r['wall_s'] > 0 for r in results)
+    assert (tmp_path / 'runs' / 'head_seed0' / 'result.json').is_file()
+    rows = [line for line in proc.stdout.splitlines() if line.startswith('| ')]
+    assert [r.split('|')[1].strip() for r in rows[1:]] == ['none', 'head']
+    # a second call reads the finished runs instead of training again
+    again = run_tool('analysis_tools/dattention_shapes_comparison.py', *args)
+    assert again.returncode == 0 and again.stdout == proc.stdout

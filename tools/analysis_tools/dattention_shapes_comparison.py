@@ -34,6 +34,7 @@ CONFIG_DIR = REPO / 'configs' / 'dattention' / 'shapes'
 PLACES = ('none', 'csp', 'spp', 'neck', 'head')
 METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75', 'coco/bbox_mAP_s',
            'coco/bbox_mAP_m', 'coco/bbox_mAP_l')
+EMPTY_RESULTS = 'The testing results of the whole dataset is empty'
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,16 +63,19 @@ def ensure_data(data: Path) -> None:
 
 
 def final_metrics(work_dir: Path) -> dict:
-    """The last validation metrics in the run's ``vis_data/scalars.json``."""
+    """The last validation metrics in the run's ``vis_data/scalars.json``; all 0 when mmdet's
+    ``CocoMetric`` reported that the model detected nothing (it then logs no metric)."""
     found = {}
     for scalars in sorted(work_dir.glob('*/vis_data/scalars.json')):
         for line in scalars.read_text().splitlines():
             record = json.loads(line)
             if METRICS[0] in record:
                 found = {k: record[k] for k in METRICS if k in record}
-    if not found:
-        raise RuntimeError(f'no validation metrics in the logs of {work_dir}')
-    return found
+    if found:
+        return found
+    if any(EMPTY_RESULTS in log.read_text() for log in work_dir.glob('*/*.log')):
+        return dict.fromkeys(METRICS, 0.0)
+    raise RuntimeError(f'no validation metrics in the logs of {work_dir}')
 
 
 def train(place: str, seed: int, args: argparse.Namespace) -> dict:
