@@ -1,4 +1,4 @@
-"""Plain ``nn.Module`` building blocks (torch, einops, timm.layers; no registry).
+"""Plain ``nn.Module`` building blocks (torch, timm.layers; no registry).
 
 ``DAttention`` is DAT's deformable attention as a plug-in block for any CNN.
 """
