@@ -1,7 +1,7 @@
 """Draw where a detector's deformable attention looks on one image.
 
     python tools/visualize_deformable.py CONFIG CHECKPOINT IMAGE [--out-dir vis_deformable]
-        [--stage S] [--block B] [--top-k 5] [--layer -1]
+        [--stage S] [--block B] [--dattention NAME] [--top-k 5] [--layer -1]
         [--encoder-points X Y [X Y ...]] [--encoder-level 0] [--cfg-options k=v ...]
 
 Writes PNGs named after the image:
@@ -9,6 +9,11 @@ Writes PNGs named after the image:
 - ``*_dat_stageS_blockB.png`` (DAT backbone): the reference grid and the deformed key
   positions of each offset group of one deformable block (default: the last one of the last
   stage that has one);
+- ``*_dattention_<block>.png`` (a CNN detector with plug-in DAttention blocks, e.g. the
+  configs of ``configs/dattention/``): the reference grid and deformed key positions of each
+  group of every block (of one with ``--dattention``: its module name, e.g.
+  ``dattention.backbone_stage4_1__input`` or ``backbone.layer3.0.dattention``, or its site,
+  e.g. ``'before backbone.stage4.1'``);
 - ``*_decoder.png`` (Deformable DETR, DINO): the sampling points of the top ``--top-k``
   detections' decoder queries in ``--layer``, one panel per level and one of all, coloured by
   attention weight, with the boxes;
@@ -35,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out-dir', default='vis_deformable')
     parser.add_argument('--stage', type=int, help='DAT stage (default: last deformable)')
     parser.add_argument('--block', type=int, help='DAT block of the stage')
+    parser.add_argument('--dattention', metavar='NAME',
+                        help='DAttention block to draw (module name or site; default: all)')
     parser.add_argument('--top-k', type=int, default=5, help='detections to draw')
     parser.add_argument('--layer', type=int, default=-1, help='decoder/encoder layer')
     parser.add_argument('--encoder-points', type=float, nargs='+', metavar='X Y',
@@ -65,7 +72,7 @@ def main() -> None:
         try:
             pictures = deformable_pictures(
                 model, inputs, samples, image, stage=args.stage, block=args.block,
-                top_k=args.top_k, layer=args.layer,
+                dattention=args.dattention, top_k=args.top_k, layer=args.layer,
                 encoder_points=list(zip(points[0::2], points[1::2])),
                 encoder_level=args.encoder_level,
                 class_names=class_names(cfg, model))

@@ -7,7 +7,8 @@ record exactly what the module used:
 - Deformable DETR: :class:`MSDeformAttn` passes its sampling locations and
   attention weights (:func:`record_msda`).
 - DAT: :class:`DeformableAttention` passes its deformed key positions and reference grid
-  (:func:`dat_positions`).
+  (:func:`dat_positions`; for the plug-in blocks :class:`DAttention` of a CNN detector,
+  :func:`dattention_positions`).
 """
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Dict, Iterator, List
 import torch
 from torch import Tensor, nn
 
+from dat_det.models.layers import DAttention
 from dat_det.models.layers.dat import DeformableAttention
 from dat_det.models.layers.deformable_detr import MSDeformAttn
 from dat_det.ops import SpatialShapes, level_layout
@@ -111,3 +113,49 @@ def dat_positions(backbone: nn.Module, inputs: Tensor) -> List[DATPositions]:
             hook.remove()
     return [DATPositions(stage, block, pos, ref, sizes[stage])
             for stage, block, pos, ref in found]
+
+
+@dataclass
+class DAttentionPositions:
+    """Key positions of one plug-in :class:`DAttention` block (its first call), normalized
+    (y, x) in [-1, 1] (corner-aligned) over the block's input map of ``map_size`` (H, W):
+    ``pos``, ``ref`` ``(groups, Hk, Wk, 2)``. ``name`` is the block's module name."""
+
+    name: str
+    pos: Tensor
+    ref: Tensor
+    map_size: tuple
+
+
+@torch.no_grad()
+def dattention_positions(model: nn.Module, inputs: Tensor, samples: list
+                         ) -> List[DAttentionPositions]:
+    """Positions of every :class:`DAttention` block of a detector for the first image,
+    recorded by hooks on the blocks' ``attn.sampling_probe`` during one ``predict`` call (so
+    blocks anywhere, head included, are reached), in the order the blocks ran."""
+    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, DAttention)]
+    if not blocks:
+        raise ValueError(f'{type(model).__name__} has no DAttention block')
+    sizes: Dict[str, tuple] = {}
+    found: Dict[str, DAttentionPositions] = {}
+
+    def remember_size(name, args):
+        sizes.setdefault(name, tuple(args[0].shape[-2:]))
+
+    def record(name, out):
+        pos, ref = out  # (B * groups, Hk, Wk, 2) with B = 1 here, (Hk, Wk, 2)
+        if name not in found:
+            found[name] = DAttentionPositions(name, pos, ref.expand_as(pos), sizes[name])
+
+    hooks = []
+    for name, block in blocks:
+        hooks.append(block.register_forward_pre_hook(
+            lambda m, args, name=name: remember_size(name, args)))
+        hooks.append(block.attn.sampling_probe.register_forward_hook(
+            lambda probe, args, out, name=name: record(name, out)))
+    try:
+        model(inputs[:1], list(samples[:1]), mode='predict')
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(found.values())

@@ -1,4 +1,5 @@
 """Pictures of where a model's deformable attention looks, for one preprocessed image."""
+import textwrap
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -7,9 +8,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from dat_det.models.layers import DAttention
 from dat_det.models.layers.deformable_detr import MSDeformAttn
 
-from .capture import dat_positions, record_msda
+from .capture import dat_positions, dattention_positions, record_msda
 from .draw import dat_figure, msda_figure
 from .geometry import dat_to_pixels, inside, msda_to_pixels
 
@@ -25,6 +27,10 @@ class DeformablePicture:
 
 def has_dat_backbone(model: nn.Module) -> bool:
     return hasattr(getattr(model, 'backbone', None), 'forward_with_positions')
+
+
+def has_dattention(model: nn.Module) -> bool:
+    return any(isinstance(m, DAttention) for m in model.modules())
 
 
 def has_msda(model: nn.Module) -> bool:
@@ -62,6 +68,60 @@ def dat_picture(model: nn.Module, inputs: Tensor, sample: Any, image: np.ndarray
     pts = positions.reshape(-1, 2)
     return DeformablePicture(f'dat_stage{chosen.stage}_block{chosen.block}', fig,
                              pts[inside(pts, image.shape[:2])])
+
+
+def _site_descriptions(model: nn.Module) -> dict:
+    """``{block module name: 'before backbone.stage4.1'}`` for blocks inserted by
+    ``WithDAttention``."""
+    try:
+        from dat_det.models.plugins import dattention_sites
+    except ImportError:  # pragma: no cover - mmdet missing
+        return {}
+    described = {}
+    for site in dattention_sites(model):
+        index = '' if site.index is None else f'[{site.index}]'
+        described[f'dattention.{site.name}'] = f'{site.where} {site.module_path}{index}'
+    return described
+
+
+def dattention_pictures(model: nn.Module, inputs: Tensor, samples: Sequence[Any],
+                        image: np.ndarray, block: Optional[str] = None
+                        ) -> List[DeformablePicture]:
+    """Reference grid and deformed keys of each group of the plug-in DAttention blocks of a
+    CNN detector: one picture per block, or of the block whose module name (or site, e.g.
+    ``before backbone.stage4.1``) is ``block``.
+
+    Args:
+        inputs: ``(B, 3, H, W)`` preprocessed; the first image is drawn.
+        samples: its data samples (``scale_factor``).
+        image: original ``(H0, W0, 3)`` RGB.
+    """
+    found = dattention_positions(model, inputs, samples)
+    described = _site_descriptions(model)
+    if block is not None:
+        chosen = [b for b in found if block in (b.name, described.get(b.name))]
+        if not chosen:
+            where = ', '.join(b.name for b in found)
+            raise ValueError(f'no DAttention block {block!r}; the model has: {where}')
+        found = chosen
+    scale = samples[0].metainfo.get('scale_factor', (1.0, 1.0))
+    pictures = []
+    for positions in found:
+        args = (positions.map_size, tuple(inputs.shape[-2:]), scale)
+        refs = dat_to_pixels(positions.ref, *args)
+        keys = dat_to_pixels(positions.pos, *args)
+        height, width = positions.map_size
+        where = described.get(positions.name, positions.name)
+        # wrapped to the width of the panels (one per group, up to five a row)
+        columns = min(positions.pos.shape[0], 5)
+        title = textwrap.fill(f'DAttention {where} ({height}x{width} map): reference points '
+                              '(white), deformed keys (red)', width=36 * columns)
+        fig = dat_figure(image, refs, keys, title)
+        pts = keys.reshape(-1, 2)
+        name = positions.name.removeprefix('dattention.').replace('.', '_')
+        pictures.append(DeformablePicture(f'dattention_{name}', fig,
+                                          pts[inside(pts, image.shape[:2])]))
+    return pictures
 
 
 def _last_layer_detections(model: nn.Module, inputs: Tensor, samples: Sequence[Any]):
@@ -167,22 +227,26 @@ def _class_name(names: Optional[Sequence[str]], label: int) -> str:
 
 def deformable_pictures(model: nn.Module, inputs: Tensor, samples: Sequence[Any],
                         image: np.ndarray, **options) -> List[DeformablePicture]:
-    """All pictures the model supports: DAT keys (``stage``, ``block``) and Deformable DETR
-    sampling points (``top_k``, ``layer``, ``encoder_points``, ``encoder_level``,
-    ``class_names``).
+    """All pictures the model supports: DAT keys (``stage``, ``block``), the deformed keys of
+    plug-in DAttention blocks (``dattention``: one block's name or site, default all) and
+    Deformable DETR sampling points (``top_k``, ``layer``, ``encoder_points``,
+    ``encoder_level``, ``class_names``).
 
     Raises:
-        ValueError: the model has neither a DAT backbone nor deformable attention.
+        ValueError: the model has no DAT backbone, DAttention block or deformable attention.
     """
     pictures = []
     if has_dat_backbone(model):
         pictures.append(dat_picture(model, inputs, samples[0], image,
                                     options.get('stage'), options.get('block')))
+    if has_dattention(model):
+        pictures += dattention_pictures(model, inputs, samples, image,
+                                        options.get('dattention'))
     if has_msda(model):
         keys = ('top_k', 'layer', 'encoder_points', 'encoder_level', 'class_names')
         pictures += ddetr_pictures(model, inputs, samples, image,
                                    **{k: options[k] for k in keys if k in options})
     if not pictures:
-        raise ValueError(f'{type(model).__name__} has neither a DAT backbone nor deformable '
-                         'attention to draw')
+        raise ValueError(f'{type(model).__name__} has no DAT backbone, DAttention block or '
+                         'deformable attention to draw')
     return pictures

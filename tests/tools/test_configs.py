@@ -65,6 +65,14 @@ def _fewer_rois(model_cfg) -> None:
         stage.sampler.num = 64
 
 
+def _inner_model(model_cfg):
+    """The detector config inside model wrappers (``WithDAttention``, ``WithDatDetMSDA``),
+    which hold it under ``model``."""
+    while isinstance(model_cfg.get('model'), dict):
+        model_cfg = model_cfg['model']
+    return model_cfg
+
+
 def test_configs_are_found():
     assert 'configs/demo/fcos_r18-half_shapes.py' in CONFIG_FILES
 
@@ -79,7 +87,7 @@ def test_config_builds_and_trains_one_step(config):
     cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
-    model_cfg = cfg.model
+    model_cfg = _inner_model(cfg.model)
     with_mask = bool(model_cfg.get('roi_head', {}).get('mask_head')) if isinstance(
         model_cfg.get('roi_head'), dict) else False
     # Pretrained weights cannot be fetched here; every other initialization runs as in training.
@@ -87,9 +95,12 @@ def test_config_builds_and_trains_one_step(config):
         model_cfg.backbone.init_cfg = None
     _fewer_rois(model_cfg)
     torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
+    model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
+    # YOLOX's batch resizing reads the runner's iteration from the message hub
+    from mmengine.logging import MessageHub
+    MessageHub.get_current_instance().update_info('iter', 0)
     # Query-based detectors (DETR family) need more encoder tokens than queries.
     query_based = 'num_queries' in model_cfg
     batch = _fake_batch(_num_classes(model_cfg), with_mask, large=query_based)

@@ -1,4 +1,5 @@
-"""Export Deformable DETR or DINO (or a detector's backbone, e.g. DAT) to ONNX and check it.
+"""Export Deformable DETR, DINO or a dense one-stage detector (RTMDet, YOLOX, ..., also with
+DAttention blocks), or a detector's backbone (e.g. DAT), to ONNX and check it.
 
     python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT [--out model.onnx]
         [--part detector|backbone] [--image IMG | --shape H W] [--check-shape H W]
@@ -7,16 +8,21 @@
 The graph takes a normalized image ``image (1, 3, height, width)`` (dynamic height and width)
 and returns, for ``--part detector`` (``MSDADeformableDETR`` or ``MSDADINO``), the last
 decoder layer's class logits ``scores (1, queries, classes)`` and boxes ``boxes (1, queries, 4)`` as
-normalized (cx, cy, w, h); for ``--part backbone`` the backbone's feature maps. Deformable
-attention is exported through the exact reference of the op; DAT backbones sample with
+normalized (cx, cy, w, h); for ``--part detector`` of a one-stage detector (mmdet's
+``SingleStageDetector``: RTMDet, YOLOX, RetinaNet, ..., and their ``WithDAttention`` variants
+of ``configs/dattention/``) the head's raw outputs ``output{k}_level{l}`` (kind ``k``, e.g.
+class scores and box regressions, of level ``l``; decoding and NMS are left out); for
+``--part backbone`` the backbone's feature maps. Multi-scale deformable attention is exported
+through the exact reference of the op; DAT backbones and DAttention blocks sample with
 ``grid_sample`` (ONNX ``GridSample``, opset >= 16). The
 graph is checked with ``onnx.checker``, then run with onnxruntime on CPU at the export size
 and at ``--check-shape`` (default: a second, different size), and compared with PyTorch;
 the exit status is 1 when a difference exceeds ``--atol``.
 
-The graph runs at any size whose feature maps take the same branches as the export size:
-a DAT stage map smaller than its neighbourhood-attention kernel (7) is padded by an amount
-the trace fixes, so export at a size like the one you deploy at (stage-3 maps of 7 or more).
+Every padding of a DAT backbone (stem, down-sampling, windows, a stage map smaller than its
+neighbourhood-attention kernel) is computed from the traced input size, so the graph holds at
+sizes other than the export size (``tests/tools/test_onnx_export.py`` checks sizes that need
+each padding).
 """
 import argparse
 import os.path as osp
@@ -28,6 +34,7 @@ from mmengine.config import DictAction
 from dat_det.apis import load_detector, prepare_image
 from dat_det.deployment import (
     DeformableDETRForExport,
+    DenseDetectorForExport,
     compare_with_onnxruntime,
     detector_outputs,
     export_onnx,
@@ -56,14 +63,20 @@ def parse_args() -> argparse.Namespace:
 
 def export_target(model, part: str):
     """(module to export, PyTorch reference callable, output names)."""
+    from mmdet.models.detectors import SingleStageDetector
+
     if part == 'backbone':
         backbone = model.backbone
         with torch.no_grad():
             num_outs = len(backbone(torch.zeros(1, 3, 64, 64)))
         return backbone, backbone, [f'feat{i}' for i in range(num_outs)]
+    if isinstance(model, SingleStageDetector):  # not the DETR family
+        dense = DenseDetectorForExport(model).eval()
+        return dense, dense, dense.output_names(torch.zeros(1, 3, 64, 64))
     if type(model).__name__ not in ('MSDADeformableDETR', 'MSDADINO'):
-        raise UserInputError(f'--part detector exports MSDADeformableDETR and MSDADINO, the '
-                             f'config builds {type(model).__name__}; use --part backbone')
+        raise UserInputError(f'--part detector exports MSDADeformableDETR, MSDADINO and '
+                             f'one-stage detectors, the config builds '
+                             f'{type(model).__name__}; use --part backbone')
     return (DeformableDETRForExport(model).eval(),
             lambda image: detector_outputs(model, image), ['scores', 'boxes'])
 
