@@ -111,7 +111,7 @@ def test_missing_pretrained_backbone_refused_before_anything_starts(tmp_path):
     assert line == ('error: pretrained weights not found: checkpoints/dat_pp_tiny_in1k_224.pth '
                     '(config key model.backbone.init_cfg.checkpoint); the official DAT / DAT++ '
                     'ImageNet weights are published at https://github.com/LeapLabTHU/DAT (file '
-                    'names in README, "Pretrained backbones")'), line
+                    'names in configs/dat/README.md, "Pretrained backbones")'), line
     assert not (tmp_path / 'w').exists()  # refused before the runner made its work dir
 
 
