@@ -82,7 +82,8 @@ def check_pretrained_files(cfg: Any) -> None:
             continue
         if not osp.isfile(path):
             where = (f'the official DAT / DAT++ ImageNet weights are published at '
-                     f'{OFFICIAL_DAT_WEIGHTS} (file names in configs/dat/README.md, "Pretrained backbones")'
+                     f'{OFFICIAL_DAT_WEIGHTS} (file names in configs/dat/README.md, '
+                     '"Pretrained backbones")'
                      if osp.basename(path).startswith('dat_') else
                      'download the weights or set the init_cfg to None to train from scratch')
             raise UserInputError(f'pretrained weights not found: {path} (config key {key}); '

@@ -40,8 +40,19 @@ class MSDADeformableDETR(MSDATransformerMixin, DeformableDETR):
         Other arguments: as :class:`mmdet.models.DeformableDETR`.
 
     Levels, encoder and weight init come from :class:`MSDATransformerMixin` (shared with
-    :class:`MSDADINO`); ``init_weights`` is mmdet's plus the attention's own init.
+    :class:`MSDADINO`), in mmdet's order; :meth:`init_detector_layers` is the query side.
     """
+
+    def init_detector_layers(self) -> None:
+        """Xavier for the two-stage memory and position transforms, or for the
+        reference-point layer (bias 0); a normal ``level_embed``. As mmdet's."""
+        if self.as_two_stage:
+            for layer in (self.memory_trans_fc, self.pos_trans_fc):
+                nn.init.xavier_uniform_(layer.weight)
+        else:
+            nn.init.xavier_uniform_(self.reference_points_fc.weight)
+            nn.init.zeros_(self.reference_points_fc.bias)
+        nn.init.normal_(self.level_embed)
 
     def _init_layers(self) -> None:
         """Build positional encoding, encoder, decoder, then the query side: learned query

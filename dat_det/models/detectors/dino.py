@@ -36,9 +36,16 @@ class MSDADINO(MSDATransformerMixin, DINO):
             be True).
 
     Levels, encoder and weight init are shared with :class:`MSDADeformableDETR` through
-    :class:`MSDATransformerMixin`; ``init_weights`` is mmdet's ``DINO`` one plus the
-    attention's own init.
+    :class:`MSDATransformerMixin`, in mmdet's order; :meth:`init_detector_layers` is the
+    query side.
     """
+
+    def init_detector_layers(self) -> None:
+        """Xavier for the memory transform and the content queries, a normal
+        ``level_embed``. As mmdet's ``DINO``."""
+        for weight in (self.memory_trans_fc.weight, self.query_embedding.weight):
+            nn.init.xavier_uniform_(weight)
+        nn.init.normal_(self.level_embed)
 
     def _init_layers(self) -> None:
         """Build positional encoding, encoder, decoder, content queries, memory transform."""

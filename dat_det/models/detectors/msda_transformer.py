@@ -8,6 +8,7 @@ that route: :class:`MSDADINO` must subclass mmdet's ``DINO`` (denoising queries,
 from typing import Dict, Optional, Tuple, Type
 
 import torch
+from mmdet.models.detectors import DeformableDETR
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 
@@ -31,8 +32,8 @@ class MSDATransformerMixin:
 
     It adds the ``msda_backend`` argument, builds the positional encoding, encoder and a
     given decoder with the detector's level count and backend, flattens the levels
-    (:meth:`pre_transformer`), runs the encoder, and completes mmdet's ``init_weights`` with
-    the attention's own init.
+    (:meth:`pre_transformer`), runs the encoder, and initialises the weights in mmdet's order
+    with the attention's own init.
 
     Args:
         msda_backend: Backend of the op for every attention; ``None`` lets it choose.
@@ -75,17 +76,28 @@ class MSDATransformerMixin:
                              f'({num_feats})')
 
     def init_weights(self) -> None:
-        """mmdet's init, then the 米 init of every attention.
+        """Children's own init, Xavier for every encoder/decoder matrix, the 米 init of every
+        attention, then the detector's own layers (:meth:`init_detector_layers`).
 
-        The parent's ``init_weights`` (mmdet's ``DeformableDETR`` or ``DINO``) does the rest of
-        the job: submodules' own init, Xavier for every encoder/decoder matrix, the query and
-        two-stage layers, a normal ``level_embed``. It re-inits mmcv's attention class only,
-        so the Xavier pass would leave ours without its sampling pattern.
+        This is the order of mmdet's ``DeformableDETR`` / ``DINO`` ``init_weights``, with our
+        attention class where theirs re-inits mmcv's, so a seed draws the random stream in
+        their order. Their method is not called: it skips our attention, and re-initing it
+        afterwards would draw its projections after the query layers instead.
         """
-        super().init_weights()
+        super(DeformableDETR, self).init_weights()  # past the DETRs: children's own init
+        for coder in (self.encoder, self.decoder):
+            for param in coder.parameters():
+                if param.dim() > 1:
+                    nn.init.xavier_uniform_(param)
         for module in self.modules():
             if isinstance(module, MSDeformAttn):
                 module.init_weights()
+        self.init_detector_layers()
+
+    def init_detector_layers(self) -> None:
+        """Init of the layers outside the encoder and decoder (queries, two-stage layers,
+        ``level_embed``); each detector defines its own."""
+        raise NotImplementedError
 
     def pre_transformer(self, mlvl_feats: Tuple[Tensor],
                         batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
