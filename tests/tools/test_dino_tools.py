@@ -32,7 +32,7 @@ def _ok(proc) -> str:
 def test_visualize_tool_draws_dino_sampling(tmp_path, tiny_dino, tiny_shapes_root):
     config, checkpoint = tiny_dino
     out = tmp_path / 'vis'
-    stdout = _ok(run_tool('visualize_deformable.py', str(config), str(checkpoint),
+    stdout = _ok(run_tool('analysis_tools/visualize_deformable.py', str(config), str(checkpoint),
                           str(tiny_shapes_root / 'val' / '000001.jpg'), '--out-dir', str(out),
                           '--encoder-points', '30', '20', '--top-k', '3'))
     names = sorted(p.name for p in out.glob('*.png'))

@@ -1,5 +1,6 @@
-"""Build a config's detector with its checkpoint and turn image files into its input tensors
-(for the tools that look inside a model: FLOPs, pictures of sampling points, ONNX export)."""
+"""Image files and data batches into a detector's input tensors, through its own test pipeline
+and preprocessor (for the tools that look inside a model: FLOPs, pictures of sampling points,
+ONNX export)."""
 import os.path as osp
 from typing import Any, Dict, Optional, Tuple
 
@@ -13,21 +14,6 @@ def preprocess(model: nn.Module, data_batch: Dict[str, Any]
     """The detector's own preprocessing: ``(B, 3, H, W)`` inputs and their data samples."""
     data = model.data_preprocessor(data_batch, training=False)
     return data['inputs'], data['data_samples']
-
-
-def load_detector(config: str, checkpoint: Optional[str], cfg_options: Optional[dict] = None,
-                  device: str = 'cpu') -> Tuple[nn.Module, Any]:
-    """The config's detector in eval mode with ``checkpoint``'s weights (random if None), and
-    its config: :func:`dat_det.apis.init_detector` (same checks) with the config returned.
-
-    Raises:
-        UserInputError: the config or checkpoint file is missing or unreadable, or the
-            checkpoint does not fit the config's model.
-    """
-    from .inference import init_detector
-
-    model = init_detector(config, checkpoint, device=device, cfg_options=cfg_options)
-    return model, model.cfg
 
 
 @torch.no_grad()
