@@ -10,7 +10,8 @@ import torch
 
 pytest.importorskip('mmdet')
 
-from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
+from tests.helpers import REPO_ROOT  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 PLUGGED = REPO_ROOT / 'configs' / 'dattention' / 'rtmdet_tiny_dattention-spp_8xb32-300e_coco.py'
 

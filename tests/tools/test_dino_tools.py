@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip('mmdet')
 
-from tests.conftest import run_tool  # noqa: E402
-from tests.tools.tiny_configs import (  # noqa: E402
+from tests.helpers.tiny_configs import (  # noqa: E402
     random_checkpoint,
     tiny_ddetr_config,
     tiny_dino_model,
 )
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 
 @pytest.fixture(scope='module')

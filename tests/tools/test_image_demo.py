@@ -13,8 +13,9 @@ import torch
 pytest.importorskip('mmdet')
 cv2 = pytest.importorskip('cv2')
 
-from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
-from tests.tools.tiny_configs import TINY_DAT, random_checkpoint  # noqa: E402
+from tests.helpers import REPO_ROOT  # noqa: E402
+from tests.helpers.tiny_configs import TINY_DAT, random_checkpoint  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / 'configs' / 'demo' / 'dino-3scale_dat++-pico_shapes.py'
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross')

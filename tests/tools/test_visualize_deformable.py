@@ -11,8 +11,8 @@ from dat_det.models.layers.deformable_detr import MSDeformAttn  # noqa: E402
 from dat_det.ops import multi_scale_deformable_attn  # noqa: E402
 from dat_det.visualization import record_msda  # noqa: E402
 from dat_det.visualization.geometry import dat_to_pixels, msda_to_pixels  # noqa: E402
-from tests.conftest import run_tool  # noqa: E402
-from tests.tools.tiny_configs import random_checkpoint, tiny_ddetr_config  # noqa: E402
+from tests.helpers.tiny_configs import random_checkpoint, tiny_ddetr_config  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 
 @pytest.fixture(scope='module')
