@@ -17,9 +17,9 @@ def preprocess(model: nn.Module, data_batch: Dict[str, Any]
 
 
 @torch.no_grad()
-def prepare_image(model: nn.Module, cfg: Any, image_path: str
-                  ) -> Tuple[torch.Tensor, list]:
-    """One image file through the config's test pipeline (annotations skipped) and the model's
+def prepare_image(model: nn.Module, image_path: str) -> Tuple[torch.Tensor, list]:
+    """One image file through the test pipeline of the model's config (``model.cfg``, as
+    :func:`dat_det.apis.init_detector` sets it; annotations skipped) and the model's
     preprocessor: ``(1, 3, H, W)`` inputs and the data sample.
 
     Raises:
@@ -31,7 +31,7 @@ def prepare_image(model: nn.Module, cfg: Any, image_path: str
 
     if not osp.isfile(image_path):
         raise UserInputError(f'image not found: {image_path}')
-    transforms = [t for t in cfg.test_dataloader.dataset.pipeline
+    transforms = [t for t in model.cfg.test_dataloader.dataset.pipeline
                   if t['type'] != 'LoadAnnotations']
     try:
         data = Compose(transforms)(dict(img_path=image_path, img_id=0))

@@ -77,7 +77,7 @@ def test_pictures_plot_points_inside_the_image(tiny_model, tiny_shapes_root):
     config, checkpoint = tiny_model
     path = str(tiny_shapes_root / 'val' / '000002.jpg')
     model = init_detector(str(config), str(checkpoint), device='cpu')
-    inputs, samples = prepare_image(model, model.cfg, path)
+    inputs, samples = prepare_image(model, path)
     image = mmcv.imread(path, channel_order='rgb')
     pictures = deformable_pictures(model, inputs, samples, image, top_k=2,
                                    encoder_points=[(10.0, 12.0)])

@@ -52,9 +52,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def class_names(cfg, model) -> list:
-    """The dataset's classes from the config, else those the checkpoint carries."""
-    metainfo = cfg.test_dataloader.dataset.get('metainfo') or {}
+def class_names(model) -> list:
+    """The dataset's classes from the model's config, else those the checkpoint carries."""
+    metainfo = model.cfg.test_dataloader.dataset.get('metainfo') or {}
     return metainfo.get('classes') or (model.dataset_meta or {}).get('classes')
 
 
@@ -68,7 +68,7 @@ def main() -> None:
             raise UserInputError(f'--top-k must be >= 1, got {args.top_k}')
         model = init_detector(args.config, args.checkpoint, device='cpu',
                               cfg_options=args.cfg_options)
-        inputs, samples = prepare_image(model, model.cfg, args.image)
+        inputs, samples = prepare_image(model, args.image)
         image = mmcv.imread(args.image, channel_order='rgb')
         try:
             pictures = deformable_pictures(
@@ -76,7 +76,7 @@ def main() -> None:
                 dattention=args.dattention, top_k=args.top_k, layer=args.layer,
                 encoder_points=list(zip(points[0::2], points[1::2])),
                 encoder_level=args.encoder_level,
-                class_names=class_names(model.cfg, model))
+                class_names=class_names(model))
         except (ValueError, IndexError) as err:
             raise UserInputError(str(err)) from err
     os.makedirs(args.out_dir, exist_ok=True)

@@ -91,7 +91,7 @@ def main() -> None:
         model = init_detector(args.config, args.checkpoint, device='cpu',
                               cfg_options=args.cfg_options)
         if args.image:
-            image = prepare_image(model, model.cfg, args.image)[0]
+            image = prepare_image(model, args.image)[0]
         else:
             image = torch.randn(1, 3, *args.shape, generator=torch.Generator().manual_seed(0))
         module, reference, names = export_target(model, args.part)
