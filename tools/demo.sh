@@ -34,7 +34,7 @@ vis_dir=$(ls -td "$WORK_DIR"/test/*/vis | head -n 1)
 "$PY" tools/misc/tile_images.py "$vis_dir" "$WORK_DIR/detections.png" --num 6
 
 echo "[demo] drawing where deformable attention samples"
-"$PY" tools/visualize_deformable.py "$CONFIG" "$checkpoint" data/shapes/val/000002.jpg \
+"$PY" tools/analysis_tools/visualize_deformable.py "$CONFIG" "$checkpoint" data/shapes/val/000002.jpg \
     --out-dir "$WORK_DIR/deformable" --top-k 3 || echo "[demo] (no deformable attention to draw)"
 
 metrics=$(ls -t "$WORK_DIR"/test/*/*.json | head -n 1)

@@ -100,12 +100,9 @@ def test_encoder_and_decoder_are_one_graph(box_references):
 
 mmdet = pytest.importorskip('mmdet')
 
-from tests.models.test_deformable_detr import (  # noqa: E402
-    MODELS,
-    VARIANTS,
-    make_batch,
-    tiny_detr_cfg,
-)
+from mmdet.registry import MODELS  # noqa: E402
+
+from tests.helpers.detr_builders import VARIANTS, make_batch, tiny_detr_cfg  # noqa: E402
 
 
 def _tiny_detector(variant: str) -> nn.Module:
@@ -154,7 +151,7 @@ def test_detector_training_step():
 @pytest.mark.parametrize('arch', ['dat-t', 'dat++-t'])
 def test_dat_backbone_is_one_graph(arch):
     """DAT / DAT++ forward and backward in one graph, eager results."""
-    from tests.models.test_dat_backbone import build_dat
+    from tests.helpers.dat_builders import build_dat
     torch.manual_seed(0)
     backbone = _perturbed(build_dat(arch)).train()
     _assert_compiled_equals_eager(backbone, lambda m, x: tuple(m(x)),

@@ -1,14 +1,10 @@
 """The registered DAT backbone: presets, odd sizes, freezing, checkpointing, and whole models
 against the reference written from the equations (``dat_det.testing.dat_reference``) loaded
 from its official-layout checkpoints."""
-from functools import partial
-
 import pytest
 import torch
 
 pytest.importorskip('mmdet')
-
-from mmdet.registry import MODELS  # noqa: E402
 
 import dat_det.models  # noqa: E402,F401
 from dat_det.models.checkpoint import (  # noqa: E402
@@ -18,19 +14,13 @@ from dat_det.models.checkpoint import (  # noqa: E402
     resize_position_tables,
 )
 from dat_det.models.layers.dat import DAT_ARCH_SETTINGS, resolve_arch  # noqa: E402
-from dat_det.testing.dat_reference import (  # noqa: E402
-    DATReference,
-    official_checkpoint,
+from dat_det.testing.dat_reference import official_checkpoint  # noqa: E402
+from tests.helpers.dat_builders import (  # noqa: E402
+    build_dat,
+    randomize_backbone,
+    reference_from_small,
 )
-from dat_det.testing.weights import randomize_parameters  # noqa: E402
-from tests.models.dat_checks import SMALL, check_stem_and_downsampling  # noqa: E402
-
-
-def build_dat(arch='dat++-t', small=True, **kwargs):
-    overrides = dict(SMALL[arch]) if small else {}
-    overrides.update(kwargs)
-    overrides.setdefault('drop_path_rate', 0.0)
-    return MODELS.build(dict(type='DAT', arch=arch, **overrides))
+from tests.helpers.dat_checks import SMALL, check_stem_and_downsampling  # noqa: E402
 
 
 def _stage_sizes(h, w, conv_stem):
@@ -158,16 +148,6 @@ def test_bad_arch_raises():
         build_dat('dat-t', out_indices=(4,))
 
 
-def _reference_from_small(arch, img_size=224, small=True, layout='classification',
-                          out_indices=(0, 1, 2, 3), details=None, **overrides):
-    """The reference model of the preset (its formulation's details), small settings."""
-    fields = dict(SMALL[arch]) if small else {}
-    fields.update(overrides)
-    return DATReference(resolve_arch(arch, **fields), img_size=img_size, layout=layout,
-                        out_indices=out_indices, details=details)
-
-
-_randomize = partial(randomize_parameters, seed=3, scale=0.1)
 
 
 # The v1 release runs only at its pre-training size; the reference (like dat_det) at any size.
@@ -191,8 +171,8 @@ REFERENCE_CASES = {  # arch, pre-training size, input size, overrides
 
 
 def _reference_checkpoint(arch, img_size, overrides, tmp_path, **kwargs):
-    reference = _reference_from_small(arch, img_size=img_size, **overrides, **kwargs).eval()
-    _randomize(reference)
+    reference = reference_from_small(arch, img_size=img_size, **overrides, **kwargs).eval()
+    randomize_backbone(reference)
     ckpt = official_checkpoint(reference)
     path = tmp_path / 'official.pth'
     torch.save(ckpt, path)
@@ -256,8 +236,8 @@ def test_detection_checkpoint_gives_the_reference_outputs(tmp_path):
 def test_backbone_gradients_match_the_reference(arch, overrides):
     """Gradients of the image and of every weight, output norms included, through whole
     backbones of both formulations (DAT-Detection layout: layer scales are ``gamma`` there)."""
-    reference = _reference_from_small(arch, img_size=64, layout='detection', **overrides)
-    _randomize(reference)
+    reference = reference_from_small(arch, img_size=64, layout='detection', **overrides)
+    randomize_backbone(reference)
     model = build_dat(arch, pretrain_img_size=64, **overrides)
     model.eval()
     report = load_official_dat(model, official_checkpoint(reference))
@@ -312,7 +292,7 @@ def test_stem_and_downsampling_match_reference(arch, conv_patches):
 
 
 def test_detector_checkpoint_keeps_backbone_only():
-    reference = _reference_from_small('dat++-t')
+    reference = reference_from_small('dat++-t')
     state = {'backbone.' + k: v for k, v in reference.state_dict().items()}
     state['neck.lateral_convs.0.conv.weight'] = torch.zeros(1)
     report = load_official_dat(build_dat('dat++-t'), {'state_dict': state})
@@ -320,8 +300,8 @@ def test_detector_checkpoint_keeps_backbone_only():
 
 
 def test_position_tables_are_resized_bicubically():
-    reference = _reference_from_small('dat-t', img_size=224)
-    _randomize(reference)
+    reference = reference_from_small('dat-t', img_size=224)
+    randomize_backbone(reference)
     model = build_dat('dat-t', pretrain_img_size=320, window_sizes=[7, 7, 7, 5])
     report = load_official_dat(model, {'model': reference.state_dict()})
     assert report.unexpected == []
@@ -356,8 +336,8 @@ def test_full_size_forward_smallest_preset():
 def test_offline_conversion(tmp_path):
     """What ``tools/model_converters/dat_official2datdet.py`` does: keys converted by the
     library, saved as ``state_dict``, loaded through ``init_cfg``."""
-    reference = _reference_from_small('dat++-t')
-    _randomize(reference)
+    reference = reference_from_small('dat++-t')
+    randomize_backbone(reference)
     src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
     torch.save(official_checkpoint(reference), src)
     converted = convert_official_dat_keys(extract_state_dict(torch.load(src)))

@@ -1,5 +1,5 @@
 """DAT-Detection (mmdet 2.x) COCO checkpoints -> the configs/dat detectors: checkpoints laid
-out as the authors' (tests/models/dat_detection_official.py), filled with random values, are
+out as the authors' (tests/helpers/dat_detection_official.py), filled with random values, are
 converted and loaded."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dat_det.models.checkpoint import (  # noqa: E402
     rename_dat_detection_key,
 )
 from dat_det.utils.errors import UserInputError  # noqa: E402
-from tests.models.dat_detection_official import (  # noqa: E402
+from tests.helpers.dat_detection_official import (  # noqa: E402
     OFFICIAL,
     T_MODELS,
     build_detector,
@@ -137,7 +137,7 @@ def test_module_prefix_layer_scale_and_recomputed_buffers():
     """``module.`` goes, DAT-Detection's LayerScale ``gamma`` becomes ``weight``, buffers we
     recompute are dropped, and only those: other leftovers still fail."""
     from dat_det.models.backbones import DAT
-    from tests.tools.tiny_configs import TINY_DAT
+    from tests.helpers.tiny_configs import TINY_DAT
 
     backbone_cfg = dict(TINY_DAT, layer_scale_values=[0.5] * 4)
     backbone_cfg.pop('type')

@@ -15,7 +15,7 @@ from dat_det.models.layers.dat import (
     query_grid,
 )
 from dat_det.testing.weights import randomize_parameters
-from tests.models.dat_checks import (
+from tests.helpers.dat_checks import (
     check_deformable,
     check_mlp,
     check_neighborhood,

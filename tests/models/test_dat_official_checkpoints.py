@@ -297,7 +297,7 @@ def test_converter_refuses_what_the_backbone_refuses(tmp_path, logged):
 
 def test_converter_command_line(tmp_path):
     """The script around :func:`convert_official_checkpoint`: one-line refusal, --partial."""
-    from tests.conftest import run_tool
+    from tests.helpers.tool_runs import run_tool
 
     checkpoint = classification_checkpoint(trained())
     _extra(checkpoint)

@@ -2,7 +2,7 @@
 makes the same comparison with dat_det fail (while it passes with the release's details).
 
 A detail is one field of ``dat_det.testing.dat_reference.Details``; the comparisons are those of
-``tests/models/dat_checks.py`` that the layer, stage and backbone tests run.
+``tests/helpers/dat_checks.py`` that the layer, stage and backbone tests run.
 """
 import dataclasses
 import re
@@ -12,7 +12,7 @@ import torch
 
 from dat_det.models.layers.dat import resolve_arch
 from dat_det.testing.dat_reference import DETAILS
-from tests.models.dat_checks import (
+from tests.helpers.dat_checks import (
     SMALL,
     check_deformable,
     check_mlp,

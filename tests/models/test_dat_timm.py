@@ -9,12 +9,12 @@ pytest.importorskip('mmdet')
 
 import dat_det.timm  # noqa: E402,F401
 from dat_det.testing.dat_reference import official_checkpoint  # noqa: E402
-from tests.models.test_dat_backbone import (  # noqa: E402
-    SMALL,
-    _randomize,
-    _reference_from_small,
+from tests.helpers.dat_builders import (  # noqa: E402
     build_dat,
+    randomize_backbone,
+    reference_from_small,
 )
+from tests.helpers.dat_checks import SMALL  # noqa: E402
 
 NAMES = ['dat_base', 'dat_pp_base', 'dat_pp_small', 'dat_pp_tiny', 'dat_small', 'dat_tiny']
 ARCH_OF = {'dat_tiny': 'dat-t', 'dat_pp_tiny': 'dat++-t'}
@@ -23,7 +23,7 @@ SIZE_OF = {'dat_tiny': (224, 224), 'dat_pp_tiny': (96, 128)}
 
 
 def create(name, file=None, **kwargs):
-    """A small variant of ``name`` (the SMALL fields of the backbone tests), optionally
+    """A small variant of ``name`` (the SMALL fields of the DAT checks), optionally
     loaded from ``file`` through timm's pretrained route."""
     kwargs = dict(SMALL[ARCH_OF[name]], **kwargs)
     if file is not None:
@@ -39,8 +39,8 @@ def official_files(tmp_path_factory):
     root = tmp_path_factory.mktemp('official')
     out = {}
     for name, arch in ARCH_OF.items():
-        reference = _reference_from_small(arch).eval()
-        _randomize(reference)
+        reference = reference_from_small(arch).eval()
+        randomize_backbone(reference)
         path = root / f'{name}.pth'
         torch.save(official_checkpoint(reference), path)
         out[name] = (path, reference)
@@ -92,7 +92,7 @@ def test_detector_checkpoint_carries_its_trained_norms(tmp_path):
     features model the backbone's weights, output norms included."""
     torch.manual_seed(0)
     backbone = build_dat('dat++-t', out_indices=(1, 2, 3)).eval()
-    _randomize(backbone)
+    randomize_backbone(backbone)
     state = {'backbone.' + k: v for k, v in backbone.state_dict().items()}
     state['neck.convs.0.conv.weight'] = torch.zeros(1)
     path = tmp_path / 'detector.pth'
@@ -147,7 +147,7 @@ def test_features_only_full_preset_and_pruning():
 def test_forward_intermediates_of_the_classifier():
     torch.manual_seed(0)
     model = create('dat_pp_tiny').eval()
-    _randomize(model)
+    randomize_backbone(model)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         final, inter = model.forward_intermediates(x, indices=2)
@@ -164,7 +164,7 @@ def test_forward_intermediates_of_the_classifier():
 def test_grad_checkpointing_recomputes_blocks_with_equal_gradients():
     torch.manual_seed(0)
     plain = create('dat_pp_tiny', drop_path_rate=0.0).train()
-    _randomize(plain)
+    randomize_backbone(plain)
     ckpt = create('dat_pp_tiny').train()
     ckpt.load_state_dict(plain.state_dict())
     ckpt.set_grad_checkpointing()

@@ -11,7 +11,7 @@ from dat_det.models.layers.dat import (
     query_grid,
 )
 from dat_det.testing.weights import randomize_parameters
-from tests.models.dat_checks import check_deformable, check_mlp, check_stage
+from tests.helpers.dat_checks import check_deformable, check_mlp, check_stage
 
 _randomize = partial(randomize_parameters, seed=1, scale=0.2)
 

@@ -18,7 +18,7 @@ from dat_det.models.layers.dat import DAT_ARCH_SETTINGS, DeformableAttention, Tr
 from dat_det.models.layers.dattention import resolve_options
 from dat_det.testing.dat_reference import DETAILS, DeformableAttentionReference
 from dat_det.testing.weights import copy_weights, randomize_parameters
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 _randomize = partial(randomize_parameters, seed=3, scale=0.2)
 

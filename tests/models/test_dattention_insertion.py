@@ -16,7 +16,7 @@ from mmengine.config import Config  # noqa: E402
 import dat_det.models  # noqa: E402,F401
 from dat_det.models.plugins import dattention_sites, insert_dattention  # noqa: E402
 from dat_det.testing.weights import randomize_parameters  # noqa: E402
-from tests.conftest import REPO_ROOT  # noqa: E402
+from tests.helpers import REPO_ROOT  # noqa: E402
 
 CONFIGS = REPO_ROOT / 'configs' / 'dattention'
 PLACES = ('csp', 'spp', 'neck', 'head')

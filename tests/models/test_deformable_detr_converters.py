@@ -7,7 +7,12 @@ pytest.importorskip('mmdet')
 from mmdet.registry import MODELS  # noqa: E402
 
 from dat_det.models.checkpoint import from_official  # noqa: E402
-from tests.models.test_deformable_detr import NUM_CLASSES, VARIANTS, tiny_detr_cfg  # noqa: E402
+from tests.helpers.detr_builders import (  # noqa: E402
+    NUM_CLASSES,
+    VARIANTS,
+    make_batch,
+    tiny_detr_cfg,
+)
 
 OFFICIAL_CLASS_IDS = [1, 3, 4]  # our labels 0, 1, 2 are official classes 1, 3, 4 of 5
 
@@ -286,7 +291,6 @@ def _official_forward(sd, backbone, inputs, img_shapes, refine, embed=32, heads=
 def test_official_checkpoint_gives_official_outputs(variant):
     """A re-enactment of the official forward on random official weights == ours converted."""
     pytest.importorskip('mmcv.ops')
-    from tests.models.test_deformable_detr import make_batch
 
     refine = VARIANTS[variant]['with_box_refine']
     cfg = tiny_detr_cfg(**VARIANTS[variant])

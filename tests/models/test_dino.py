@@ -16,53 +16,14 @@ from dat_det.models.layers.deformable_detr import (  # noqa: E402
     MSDeformAttn,
     encoder_proposals,
 )
-from tests.models.test_deformable_detr import NUM_CLASSES, make_batch  # noqa: E402
+from tests.helpers.detr_builders import (  # noqa: E402
+    NUM_CLASSES,
+    NUM_QUERIES,
+    make_batch,
+    tiny_dino_cfg,
+)
 
 register_all_modules()
-
-NUM_QUERIES = 10
-EMBED = 256  # mmdet's DINO decoder encodes boxes with a fixed 128 features per coordinate
-
-
-def tiny_dino_cfg(detector: str = 'MSDADINO', embed: int = EMBED, num_dn_queries: int = 8,
-                  num_layers: int = 2) -> dict:
-    """A ResNet-18/8 + 2+2-layer DINO config in mmdet's schema, dropout off."""
-    heads = 8
-    attn = dict(embed_dims=embed, num_heads=heads, num_levels=4, num_points=2, dropout=0.0,
-                batch_first=True)
-    ffn = dict(embed_dims=embed, feedforward_channels=64, ffn_drop=0.0)
-    return dict(
-        type=detector, num_queries=NUM_QUERIES, num_feature_levels=4, with_box_refine=True,
-        as_two_stage=True,
-        backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=4,
-                      out_indices=(1, 2, 3), frozen_stages=1,
-                      norm_cfg=dict(type='BN', requires_grad=False), norm_eval=True),
-        neck=dict(type='ChannelMapper', in_channels=[16, 32, 64], kernel_size=1,
-                  out_channels=embed, act_cfg=None, norm_cfg=dict(type='GN', num_groups=8),
-                  num_outs=4),
-        encoder=dict(num_layers=num_layers,
-                     layer_cfg=dict(self_attn_cfg=dict(attn), ffn_cfg=dict(ffn))),
-        decoder=dict(num_layers=num_layers, return_intermediate=True, post_norm_cfg=None,
-                     layer_cfg=dict(self_attn_cfg=dict(embed_dims=embed, num_heads=heads,
-                                                       dropout=0.0, batch_first=True),
-                                    cross_attn_cfg=dict(attn), ffn_cfg=dict(ffn))),
-        positional_encoding=dict(num_feats=embed // 2, normalize=True, offset=0.0,
-                                 temperature=20),
-        bbox_head=dict(
-            type='DINOHead', num_classes=NUM_CLASSES, embed_dims=embed,
-            sync_cls_avg_factor=True,
-            loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                          loss_weight=1.0),
-            loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-            loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
-        dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0,
-                    group_cfg=dict(dynamic=True, num_groups=None,
-                                   num_dn_queries=num_dn_queries)),
-        train_cfg=dict(assigner=dict(type='HungarianAssigner', match_costs=[
-            dict(type='FocalLossCost', weight=2.0),
-            dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-            dict(type='IoUCost', iou_mode='giou', weight=2.0)])),
-        test_cfg=dict(max_per_img=NUM_QUERIES))
 
 
 def build_pair(seed=0):
@@ -239,7 +200,7 @@ def test_loss_falls_when_overfitting():
 def test_converter_tool_to_mmdet(tmp_path):
     """Our checkpoint -> mmdet's with the command-line converter: mmdet's DINO loads it
     strictly and predicts as ours does (mmdet -> ours is :func:`build_pair`'s conversion)."""
-    from tests.conftest import run_tool
+    from tests.helpers.tool_runs import run_tool
 
     _, ours = build_pair(seed=1)
     src, dst = tmp_path / 'ours.pth', tmp_path / 'mmdet.pth'

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 # None in sys.modules: importing the package raises ModuleNotFoundError and
 # importlib.util.find_spec finds nothing, as for a package that is not installed

@@ -16,8 +16,7 @@ from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import Config, ConfigDict  # noqa: E402
 
 from dat_det.models import DatDetMSDA  # noqa: E402
-from tests.models.test_deformable_detr import make_batch  # noqa: E402
-from tests.models.test_dino import tiny_dino_cfg  # noqa: E402
+from tests.helpers.detr_builders import make_batch, tiny_dino_cfg  # noqa: E402
 
 register_all_modules()
 

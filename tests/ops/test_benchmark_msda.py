@@ -2,11 +2,11 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO_ROOT
+
 SCRIPT = REPO_ROOT / 'tools' / 'analysis_tools' / 'benchmark_msda.py'
 ARGS = ['--device', 'cpu', '--scale', '25', '--repeat', '1', '--warmup', '0']
 # runs the script as __main__ with mmcv made unimportable

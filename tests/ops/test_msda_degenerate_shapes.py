@@ -5,31 +5,11 @@ cases in ``triton_interpreter_cases.py``)."""
 import pytest
 import torch
 
-from dat_det.ops import available_backends, multi_scale_deformable_attn
-from tests.ops.msda_test_inputs import (
-    DEGENERATE_CASES,
-    degenerate_case_id,
-    forward_and_grads,
-    make_msda_inputs,
-    mmcv_reference,
-)
+from dat_det.ops import available_backends
+from tests.helpers.msda_checks import assert_matches_mmcv
+from tests.helpers.msda_inputs import DEGENERATE_CASES, degenerate_case_id
 
 pytest.importorskip('mmcv.ops.multi_scale_deform_attn')
-
-NAMES = ('output', 'grad_value', 'grad_sampling_locations', 'grad_attention_weights')
-
-
-def assert_matches_mmcv(backend: str, case, dtype: torch.dtype = torch.float64,
-                        tol: float = 1e-12) -> None:
-    *layout, low, high = case
-    inputs = make_msda_inputs(*layout, dtype=dtype, seed=3, low=low, high=high)
-    expected = forward_and_grads(mmcv_reference, inputs)
-    actual = forward_and_grads(
-        lambda **kw: multi_scale_deformable_attn(**kw, backend=backend), inputs)
-    for name, a, e in zip(NAMES, actual, expected):
-        torch.testing.assert_close(a, e, atol=tol, rtol=tol, msg=lambda m, n=name: f'{n}: {m}')
-    if low > 1 or high < 0:  # every sample outside: zero output, zero gradients
-        assert all(t.abs().max() == 0 for t in expected)
 
 
 @pytest.mark.parametrize('backend', [b for b in available_backends('cpu') if b != 'triton'])

@@ -4,7 +4,7 @@ import torch
 
 from dat_det.ops import BACKEND_ENV_VAR, multi_scale_deformable_attn, resolve_backend
 from dat_det.ops.msda_op import triton_available, triton_interpreter_enabled
-from tests.ops.msda_test_inputs import make_msda_inputs
+from tests.helpers.msda_inputs import make_msda_inputs
 
 CASE = (2, ((5, 7), (3, 2)), 2, 8, 3, 4)
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from dat_det.ops import multi_scale_deformable_attn
-from tests.ops.msda_test_inputs import level_tensors, mmcv_reference
+from tests.helpers.msda_inputs import level_tensors, mmcv_reference
 
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('mmcv.ops.multi_scale_deform_attn')

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dat_det.ops import multi_scale_deformable_attn
-from tests.ops.msda_test_inputs import make_msda_inputs
+from tests.helpers.msda_inputs import make_msda_inputs
 
 GRADCHECK_CASES = [
     (1, ((3, 5), (1, 1)), 2, 3, 2, 3),

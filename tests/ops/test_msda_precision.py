@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dat_det.ops import multi_scale_deformable_attn
-from tests.ops.msda_test_inputs import make_msda_inputs
+from tests.helpers.msda_inputs import make_msda_inputs
 
 TOLERANCE = {torch.float16: 1e-3, torch.bfloat16: 8e-3}
 CASE = (2, ((13, 19), (7, 10), (1, 1)), 4, 32, 4, 10)

@@ -5,27 +5,8 @@ import torch
 
 from dat_det.ops import BACKENDS, OP_NAME, TRACED_OP_NAMES, multi_scale_deformable_attn
 from dat_det.ops.msda_backends import GATHER_OP_NAME
-from tests.ops.msda_test_inputs import make_msda_inputs
-
-CASE = (2, ((5, 7), (3, 2)), 2, 8, 3, 4)
-INPUT_NAMES = ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations',
-               'attention_weights')
-
-
-def _op(name: str):
-    namespace, op_name = name.split('::')
-    return getattr(getattr(torch.ops, namespace), op_name).default
-
-
-def assert_opcheck(backend: str, case=CASE) -> None:
-    """Schema, fake (meta) implementation, autograd registration and AOT dispatch with
-    dynamic shapes of the public operator and its backward for ``backend``, on float32 and
-    float64 inputs."""
-    for dtype in (torch.float32, torch.float64):
-        inputs = make_msda_inputs(*case, dtype=dtype)
-        args = tuple(inputs[k] for k in INPUT_NAMES) + (backend, )
-        results = torch.library.opcheck(_op(OP_NAME), args)
-        assert set(results.values()) == {'SUCCESS'}, results
+from tests.helpers.msda_checks import INPUT_NAMES, OPCHECK_CASE, assert_opcheck, registered_op
+from tests.helpers.msda_inputs import make_msda_inputs
 
 
 @pytest.mark.parametrize('backend', ['pytorch', 'gather'])
@@ -35,14 +16,14 @@ def test_opcheck(backend):
 
 def test_opcheck_of_the_gather_operator():
     for dtype in (torch.float32, torch.float64):
-        inputs = make_msda_inputs(*CASE, dtype=dtype)
-        results = torch.library.opcheck(_op(GATHER_OP_NAME),
+        inputs = make_msda_inputs(*OPCHECK_CASE, dtype=dtype)
+        results = torch.library.opcheck(registered_op(GATHER_OP_NAME),
                                         tuple(inputs[k] for k in INPUT_NAMES))
         assert set(results.values()) == {'SUCCESS'}, results
 
 
 def test_public_schema_has_the_mmcv_arguments_and_a_backend():
-    schema = _op(OP_NAME)._schema
+    schema = registered_op(OP_NAME)._schema
     assert [a.name for a in schema.arguments] == [*INPUT_NAMES, 'backend']
     assert [str(r.type) for r in schema.returns] == ['Tensor']
     assert set(BACKENDS) == {'pytorch', 'gather', 'triton'}
@@ -57,8 +38,8 @@ def _grads(fn, inputs, grad_out):
 def test_saved_taps_give_the_recomputed_gradients():
     """The gather operator's backward from its forward's taps equals the public operator's,
     which recomputes them."""
-    inputs = make_msda_inputs(*CASE, dtype=torch.float64)
-    grad_out = torch.randn(2, 4, 2 * 8, dtype=torch.float64)  # (B, Lq, heads * C) of CASE
+    inputs = make_msda_inputs(*OPCHECK_CASE, dtype=torch.float64)
+    grad_out = torch.randn(2, 4, 2 * 8, dtype=torch.float64)  # (B, Lq, heads * C)
     recomputed = _grads(lambda *a: torch.ops.dat_det.multi_scale_deformable_attn(*a, 'gather'),
                         inputs, grad_out)
     saved = _grads(lambda *a: torch.ops.dat_det.multi_scale_deformable_attn_gather(*a)[0],
@@ -69,7 +50,7 @@ def test_saved_taps_give_the_recomputed_gradients():
 
 def test_the_function_takes_the_gather_operator_when_a_gradient_is_needed():
     """Traced, a call is one node: the gather operator with gradients, else the public one."""
-    inputs = make_msda_inputs(*CASE, dtype=torch.float32)
+    inputs = make_msda_inputs(*OPCHECK_CASE, dtype=torch.float32)
 
     def nodes(grad: bool):
         args = {k: (v.detach().requires_grad_(grad) if v.is_floating_point() else v)
@@ -89,13 +70,13 @@ def test_fake_tensor_output_metadata(op_name):
     shapes and dtypes, without reading any data; half inputs come out as the value's dtype
     (the taps of the gather operator stay in float32)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    inputs = make_msda_inputs(*CASE, dtype=torch.float32, requires_grad=False)
+    inputs = make_msda_inputs(*OPCHECK_CASE, dtype=torch.float32, requires_grad=False)
     extra = ('gather', ) if op_name == OP_NAME else ()
-    real = _op(op_name)(*(inputs[k] for k in INPUT_NAMES), *extra)
+    real = registered_op(op_name)(*(inputs[k] for k in INPUT_NAMES), *extra)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fake_inputs = {k: mode.from_tensor(v) for k, v in inputs.items()}
         fake_inputs['value'] = fake_inputs['value'].to(torch.bfloat16)
-        fake = _op(op_name)(*(fake_inputs[k] for k in INPUT_NAMES), *extra)
+        fake = registered_op(op_name)(*(fake_inputs[k] for k in INPUT_NAMES), *extra)
     if op_name == OP_NAME:  # one output
         real, fake = (real, ), (fake, )
     assert fake[0].shape == real[0].shape and fake[0].dtype == torch.bfloat16
@@ -108,7 +89,7 @@ def test_compiled_call_is_one_node(backend, grad):
     """``torch.compile(fullgraph=True)`` captures a call as one operator node (no graph
     break), and the compiled call gives the eager output and gradients."""
     torch._dynamo.reset()
-    inputs = make_msda_inputs(*CASE, dtype=torch.float32, requires_grad=grad)
+    inputs = make_msda_inputs(*OPCHECK_CASE, dtype=torch.float32, requires_grad=grad)
     graphs = []
 
     def capture(graph_module, _example_inputs):

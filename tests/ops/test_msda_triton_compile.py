@@ -70,7 +70,7 @@ def test_triton_operators_decompose_into_the_kernels():
     from torch._functorch.aot_autograd import aot_function
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from tests.ops.msda_test_inputs import make_msda_inputs
+    from tests.helpers.msda_inputs import make_msda_inputs
 
     inputs = make_msda_inputs(1, ((5, 7), (1, 1)), 2, 8, 2, 5, dtype=torch.float32,
                               requires_grad=False)

@@ -4,7 +4,7 @@ import torch
 
 from dat_det.ops import multi_scale_deformable_attn, resolve_backend
 from dat_det.ops.msda_op import triton_available
-from tests.ops.msda_test_inputs import (
+from tests.helpers.msda_inputs import (
     SHAPE_CASES,
     case_id,
     forward_and_grads,

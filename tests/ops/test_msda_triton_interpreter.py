@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip('triton')
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO_ROOT
+
 CASES = Path(__file__).with_name('triton_interpreter_cases.py')
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dat_det.ops import multi_scale_deformable_attn
-from tests.ops.msda_test_inputs import (
+from tests.helpers.msda_inputs import (
     SHAPE_CASES,
     case_id,
     forward_and_grads,

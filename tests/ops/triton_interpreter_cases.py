@@ -17,7 +17,7 @@ pytest.importorskip('triton')
 
 from dat_det.ops import available_backends, multi_scale_deformable_attn  # noqa: E402
 from dat_det.ops.msda_op import resolve_backend  # noqa: E402
-from tests.ops.msda_test_inputs import (  # noqa: E402
+from tests.helpers.msda_inputs import (  # noqa: E402
     DEGENERATE_CASES,
     case_id,
     degenerate_case_id,
@@ -132,14 +132,14 @@ def test_triton_inference_mode():
 def test_registered_operator_passes_opcheck_on_triton():
     """Schema, fake implementation, autograd registration and AOT tracing of the operator
     with the Triton backend (opaque in interpreter mode; see ``msda_backends``)."""
-    from tests.ops.test_msda_registration import assert_opcheck
+    from tests.helpers.msda_checks import assert_opcheck
     assert_opcheck('triton', TINY_CASES[0])
 
 
 @pytest.mark.parametrize('case', DEGENERATE_CASES, ids=degenerate_case_id)
 def test_triton_degenerate_layouts_match_mmcv(case):
     pytest.importorskip('mmcv.ops.multi_scale_deform_attn')
-    from tests.ops.test_msda_degenerate_shapes import assert_matches_mmcv
+    from tests.helpers.msda_checks import assert_matches_mmcv
     assert_matches_mmcv('triton', case)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tools.forked import run_forked
-from tests.tools.test_train_test import CONFIG as FCOS_CONFIG
-from tests.tools.tiny_configs import TINY_DAT, tiny_ddetr_config, tiny_dino_model
+from tests.helpers.demo_training import FCOS_DEMO_CONFIG
+from tests.helpers.forked_runs import run_forked
+from tests.helpers.tiny_configs import TINY_DAT, tiny_ddetr_config, tiny_dino_model
 
 ITERS = 50
 
@@ -26,7 +26,7 @@ def ddetr(tmp: Path, root: Path) -> Path:
 def dat_fcos(tmp: Path, root: Path) -> Path:
     path = tmp / 'fcos_tiny_dat.py'
     path.write_text(f"""
-_base_ = ['{FCOS_CONFIG}']
+_base_ = ['{FCOS_DEMO_CONFIG}']
 custom_imports = dict(imports=['dat_det.models'], allow_failed_imports=False)
 data_root = '{root}/'
 model = dict(backbone=dict(_delete_=True, **{TINY_DAT!r}), neck=dict(in_channels=[32, 64, 128]))
@@ -51,7 +51,7 @@ def amp_config(tmp: Path, base: Path) -> Path:
     path = tmp / f'amp_{base.stem}.py'
     path.write_text(f"""
 _base_ = ['{base}']
-custom_imports = dict(imports=['dat_det.models', 'tests.tools.probe_hooks'],
+custom_imports = dict(imports=['dat_det.models', 'tests.helpers.probe_hooks'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='MSDADtypeProbeHook')]
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={ITERS}, val_interval=10**6)

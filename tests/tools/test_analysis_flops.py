@@ -11,8 +11,9 @@ from mmengine.analysis import FlopAnalyzer  # noqa: E402
 from dat_det.analysis import analyze_complexity, msda_flops, sdpa_flops  # noqa: E402
 from dat_det.models.layers.dat.deformable_attention import DeformableAttention  # noqa: E402
 from dat_det.models.layers.deformable_detr import MSDeformAttn  # noqa: E402
-from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
-from tests.tools.tiny_configs import tiny_ddetr_config  # noqa: E402
+from tests.helpers import REPO_ROOT  # noqa: E402
+from tests.helpers.tiny_configs import tiny_ddetr_config  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 SHAPES = torch.tensor([[6, 8], [3, 4]])
 STARTS = torch.tensor([0, 48])
@@ -85,7 +86,7 @@ def test_detector_complexity_traces_the_whole_tensor_path():
     from dat_det.analysis import detector_complexity
     from dat_det.analysis.inputs import random_image_batch
     from dat_det.apis import preprocess
-    from tests.tools.tiny_configs import tiny_ddetr_model
+    from tests.helpers.tiny_configs import tiny_ddetr_model
 
     register_all_modules()
     import dat_det.models  # noqa: F401

@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip('mmdet')
 
-from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
+from tests.helpers import REPO_ROOT  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 CONFIG = str(REPO_ROOT / 'configs' / 'demo' / 'fcos_r18-half_shapes.py')
 

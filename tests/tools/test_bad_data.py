@@ -13,8 +13,8 @@ from PIL import Image
 from dat_det.datasets import SHAPE_CLASSES
 from dat_det.utils.data_check import check_coco_dataset
 from dat_det.utils.errors import UserInputError
-from tests.tools.forked import run_forked
-from tests.tools.test_train_test import CONFIG, data_options
+from tests.helpers.demo_training import FCOS_DEMO_CONFIG, data_options
+from tests.helpers.forked_runs import run_forked
 
 
 def _load(root: Path, split: str) -> dict:
@@ -74,8 +74,8 @@ def shapes_copy(tmp_path, tiny_shapes_root) -> Path:
 
 def test_training_survives_bad_train_images_and_boxes(tmp_path, shapes_copy):
     bad = make_bad_train_split(shapes_copy)
-    proc = run_forked('train.py', CONFIG, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-                      *data_options(shapes_copy), 'train_cfg.max_epochs=2',
+    proc = run_forked('train.py', FCOS_DEMO_CONFIG, '--work-dir', str(tmp_path / 'work'),
+                      '--cfg-options', *data_options(shapes_copy), 'train_cfg.max_epochs=2',
                       'train_cfg.val_interval=2', log=tmp_path / 'train.log')
     log = proc.output
     assert proc.returncode == 0, log[-4000:]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_tool
-from tests.tools.test_train_test import CONFIG, data_options
+from tests.helpers import REPO_ROOT
+from tests.helpers.demo_training import FCOS_DEMO_CONFIG, data_options
+from tests.helpers.tool_runs import run_tool
 
 
 @pytest.fixture()
@@ -72,7 +73,7 @@ def test_train_fails_in_one_line_and_keeps_checkpoints(case, tmp_path, broken_co
 
     breaker, expected = CASES[case]
     extra = breaker(broken_copy)
-    proc = run_tool('train.py', CONFIG, '--work-dir', str(work_dir), '--cfg-options',
+    proc = run_tool('train.py', FCOS_DEMO_CONFIG, '--work-dir', str(work_dir), '--cfg-options',
                     *data_options(broken_copy), *extra, timeout=300)
 
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -88,7 +89,7 @@ def test_train_fails_in_one_line_and_keeps_checkpoints(case, tmp_path, broken_co
 
 
 def test_test_tool_missing_checkpoint(tmp_path, tiny_shapes_root):
-    proc = run_tool('test.py', CONFIG, str(tmp_path / 'nope.pth'), '--cfg-options',
+    proc = run_tool('test.py', FCOS_DEMO_CONFIG, str(tmp_path / 'nope.pth'), '--cfg-options',
                     *data_options(tiny_shapes_root))
     assert proc.returncode == 2
     last_line = proc.stderr.strip().splitlines()[-1]

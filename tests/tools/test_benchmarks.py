@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, run_tool
+from tests.helpers import REPO_ROOT
+from tests.helpers.tool_runs import run_tool
 
 
 def _assert_ok(proc) -> None:
@@ -19,7 +20,7 @@ def _assert_ok(proc) -> None:
 
 def test_detector_benchmark_compares_with_mmdet(tmp_path, tiny_shapes_root):
     pytest.importorskip('mmdet')
-    from tests.tools.tiny_configs import tiny_ddetr_config
+    from tests.helpers.tiny_configs import tiny_ddetr_config
 
     # not two-stage: mmdet's proposal embedding is hard-wired to 256 channels
     config = tiny_ddetr_config(tmp_path, tiny_shapes_root, with_box_refine=True)
@@ -43,7 +44,7 @@ def test_detector_benchmark_compiles_and_profiles(tmp_path, tiny_shapes_root):
     """--compile times eager and compiled (aot_eager: graph capture without code generation,
     cheap) and --profile writes a profiler table per model and step with operator shares."""
     pytest.importorskip('mmdet')
-    from tests.tools.tiny_configs import tiny_ddetr_config
+    from tests.helpers.tiny_configs import tiny_ddetr_config
 
     config = tiny_ddetr_config(tmp_path, tiny_shapes_root)
     profile_dir = tmp_path / 'profile'
@@ -91,7 +92,7 @@ def test_detector_benchmark_trains_under_bf16_autocast(tmp_path, tiny_shapes_roo
     """``--bf16``: the training step runs its forward and loss under bfloat16 autocast (the
     GPU target script uses it for DINO, where mmcv's op has no bf16)."""
     pytest.importorskip('mmdet')
-    from tests.tools.tiny_configs import tiny_ddetr_config
+    from tests.helpers.tiny_configs import tiny_ddetr_config
 
     config = tiny_ddetr_config(tmp_path, tiny_shapes_root, with_box_refine=True)
     proc = run_tool('analysis_tools/benchmark.py', str(config), '--train', '--bf16',

@@ -12,15 +12,15 @@ import torch
 from dat_det.engine.train_guards import check_pretrained_files
 from dat_det.utils.checkpoint_files import CheckpointError, check_checkpoint, checkpoint_problem
 from dat_det.utils.errors import UserInputError
-from tests.conftest import REPO_ROOT
-from tests.tools.forked import run_forked
-from tests.tools.test_train_test import CONFIG, data_options
+from tests.helpers import REPO_ROOT
+from tests.helpers.demo_training import FCOS_DEMO_CONFIG, data_options
+from tests.helpers.forked_runs import run_forked
 
 
 def train(work_dir: Path, root: Path, *extra: str, resume: str | None = None):
     args = ['--resume', resume] if resume is not None else []
-    return run_forked('train.py', CONFIG, '--work-dir', str(work_dir), *args, '--cfg-options',
-                      *data_options(root), *extra, log=Path(f'{work_dir}.log'))
+    return run_forked('train.py', FCOS_DEMO_CONFIG, '--work-dir', str(work_dir), *args,
+                      '--cfg-options', *data_options(root), *extra, log=Path(f'{work_dir}.log'))
 
 
 def assert_ok(proc) -> None:
@@ -77,7 +77,7 @@ def _one_error_line(proc) -> str:
 def test_tools_refuse_broken_checkpoints_in_one_line(tmp_path, tiny_shapes_root):
     broken = _good(tmp_path / 'broken.pth')
     truncate(broken)
-    line = _one_error_line(run_forked('test.py', CONFIG, str(broken), '--work-dir',
+    line = _one_error_line(run_forked('test.py', FCOS_DEMO_CONFIG, str(broken), '--work-dir',
                                       str(tmp_path / 't'), '--cfg-options',
                                       *data_options(tiny_shapes_root), log=tmp_path / 't.log'))
     assert line.startswith(f'error: checkpoint {broken} is unreadable: truncated'), line

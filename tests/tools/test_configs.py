@@ -11,7 +11,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 CONFIG_DIRS = ('configs', 'projects')
 

@@ -15,13 +15,13 @@ pytest.importorskip('mmdet')
 
 from mmengine.config import Config  # noqa: E402
 
-from tests.conftest import run_tool  # noqa: E402
-from tests.models.dat_detection_official import (  # noqa: E402
+from tests.helpers.dat_detection_official import (  # noqa: E402
     CONFIG_DIR,
     OFFICIAL,
     build_detector,
     official_checkpoint,
 )
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 DIMS = {'dat++-t': [64, 128, 256, 512], 'dat++-s': [96, 192, 384, 768],
         'dat++-b': [128, 256, 512, 1024]}

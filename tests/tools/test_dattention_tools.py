@@ -10,7 +10,8 @@ import torch
 
 pytest.importorskip('mmdet')
 
-from tests.conftest import REPO_ROOT, run_tool  # noqa: E402
+from tests.helpers import REPO_ROOT  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 PLUGGED = REPO_ROOT / 'configs' / 'dattention' / 'rtmdet_tiny_dattention-spp_8xb32-300e_coco.py'
 
@@ -62,11 +63,11 @@ def test_onnx_export_of_plugged_rtmdet_matches_pytorch(tmp_path, plugged_rtmdet)
 
 
 def test_recorded_positions_are_those_the_block_used_and_blocks_are_chosen_by_site(plugged_rtmdet):
-    from dat_det.apis import load_detector
+    from dat_det.apis import init_detector
     from dat_det.visualization import dattention_positions
 
     config, checkpoint = plugged_rtmdet
-    model, _ = load_detector(str(config), str(checkpoint))
+    model = init_detector(str(config), str(checkpoint), device='cpu')
     from dat_det.analysis.inputs import random_batch
     from dat_det.apis import preprocess
     inputs, samples = preprocess(model, random_batch((96, 128), seed=3))
@@ -101,8 +102,8 @@ def test_visualize_tool_draws_every_block(tmp_path, plugged_rtmdet, tiny_shapes_
     config, checkpoint = plugged_rtmdet
     image = tiny_shapes_root / 'val' / '000001.jpg'
     out = tmp_path / 'vis'
-    proc = run_tool('visualize_deformable.py', str(config), str(checkpoint), str(image),
-                    '--out-dir', str(out))
+    proc = run_tool('analysis_tools/visualize_deformable.py', str(config), str(checkpoint),
+                    str(image), '--out-dir', str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.glob('*.png')) == [
         '000001_dattention_backbone_stage4_1__input.png', '000001_dattention_neck__out0.png']

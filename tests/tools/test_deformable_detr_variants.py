@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip('mmdet')
 
-from tests.conftest import run_tool  # noqa: E402
-from tests.tools.tiny_configs import tiny_ddetr_config  # noqa: E402
+from tests.helpers.tiny_configs import tiny_ddetr_config  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 VARIANTS = {
     'single-scale': dict(num_feature_levels=1),

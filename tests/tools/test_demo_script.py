@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 # what each tool the script calls leaves in the work dir
 STUB = """#!/usr/bin/env bash

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip('mmdet')
 
-from tests.conftest import run_tool  # noqa: E402
-from tests.tools.tiny_configs import (  # noqa: E402
+from tests.helpers.tiny_configs import (  # noqa: E402
     random_checkpoint,
     tiny_ddetr_config,
     tiny_dino_model,
 )
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -32,7 +32,7 @@ def _ok(proc) -> str:
 def test_visualize_tool_draws_dino_sampling(tmp_path, tiny_dino, tiny_shapes_root):
     config, checkpoint = tiny_dino
     out = tmp_path / 'vis'
-    stdout = _ok(run_tool('visualize_deformable.py', str(config), str(checkpoint),
+    stdout = _ok(run_tool('analysis_tools/visualize_deformable.py', str(config), str(checkpoint),
                           str(tiny_shapes_root / 'val' / '000001.jpg'), '--out-dir', str(out),
                           '--encoder-points', '30', '20', '--top-k', '3'))
     names = sorted(p.name for p in out.glob('*.png'))

@@ -4,7 +4,7 @@ optimizer state of an uninterrupted run.
 
 One chain of runs on the tiny shapes data (3 epochs of 4 iterations, validation of 4 batches
 and a checkpoint after each epoch, max_keep_ckpts=1): every run but the last is killed at the
-next point of ``KILLS``; see tests/tools/kill_points.py for what each point means.
+next point of ``KILLS``; see tests/helpers/kill_points.py for what each point means.
 """
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ import re
 from pathlib import Path
 
 from dat_det.utils.checkpoint_files import checkpoint_problem
-from tests.tools.forked import run_forked
-from tests.tools.test_train_test import CONFIG, assert_same_tensors, data_options, load_checkpoint
+from tests.helpers.demo_training import (
+    FCOS_DEMO_CONFIG,
+    assert_same_tensors,
+    data_options,
+    load_checkpoint,
+)
+from tests.helpers.forked_runs import run_forked
 
 # (kill point, epoch/iteration the next run must resume from; None = from scratch).
 # Mid-iteration: 2, during validation: 2, while a checkpoint is being written: 6.
@@ -35,8 +40,8 @@ LEAVES_TEMP_FILE = ('ckpt_mid', 'ckpt_before_rename', 'pointer_mid')
 def kill_config(tmp: Path) -> Path:
     path = tmp / 'kill_config.py'
     path.write_text(f"""
-_base_ = ['{CONFIG}']
-custom_imports = dict(imports=['tests.tools.kill_points'], allow_failed_imports=False)
+_base_ = ['{FCOS_DEMO_CONFIG}']
+custom_imports = dict(imports=['tests.helpers.kill_points'], allow_failed_imports=False)
 custom_hooks = [dict(type='KillPointHook')]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1,
                                      backend_args=dict(backend='killing_local')))

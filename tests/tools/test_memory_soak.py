@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import run_tool
+from tests.helpers.tool_runs import run_tool
 
 
 def test_memory_soak_short(tmp_path, tiny_shapes_root):

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import torch
 
-from tests.tools.forked import run_forked
-from tests.tools.test_train_test import CONFIG, data_options, load_checkpoint
+from tests.helpers.demo_training import FCOS_DEMO_CONFIG, data_options, load_checkpoint
+from tests.helpers.forked_runs import run_forked
 
 
 def nan_config(tmp: Path, iteration: int, action: str | None) -> Path:
     guard = f"dict(type='NonFiniteLossHook', action='{action}')," if action else ''
     path = tmp / f'nan_{action}.py'
     path.write_text(f"""
-_base_ = ['{CONFIG}']
-custom_imports = dict(imports=['tests.tools.probe_hooks'], allow_failed_imports=False)
+_base_ = ['{FCOS_DEMO_CONFIG}']
+custom_imports = dict(imports=['tests.helpers.probe_hooks'], allow_failed_imports=False)
 custom_hooks = [{guard} dict(type='NaNInjectHook', iteration={iteration}, term='loss_cls')]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))
 train_cfg = dict(max_epochs=2, val_interval=10)

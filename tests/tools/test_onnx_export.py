@@ -9,8 +9,8 @@ from torch import nn
 pytest.importorskip('mmdet')
 pytest.importorskip('onnxruntime')
 
-from tests.conftest import run_tool  # noqa: E402
-from tests.tools.tiny_configs import TINY_DAT, random_checkpoint, tiny_ddetr_config  # noqa: E402
+from tests.helpers.tiny_configs import TINY_DAT, random_checkpoint, tiny_ddetr_config  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 
 @pytest.fixture(scope='module')

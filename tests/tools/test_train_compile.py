@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dat_det.engine import build_train_config
-from tests.tools.tiny_configs import tiny_ddetr_config
+from tests.helpers.tiny_configs import tiny_ddetr_config
 
 ITERS = 2
 SIZE = (64, 64)  # one input size: one compilation, the test stays cheap

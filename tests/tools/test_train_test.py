@@ -8,30 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, run_tool
-
-CONFIG = str(REPO_ROOT / 'configs' / 'demo' / 'fcos_r18-half_shapes.py')
-
-
-def data_options(root: Path) -> list[str]:
-    """--cfg-options that point the demo config at ``root`` with a tiny schedule."""
-    opts = ['train_dataloader.batch_size=2',
-            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-            'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
-            'default_hooks.logger.interval=1', 'randomness.seed=0',
-            'randomness.deterministic=True']
-    for split in ('val', 'test'):
-        opts.append(f'{split}_evaluator.ann_file={root}/annotations/instances_val.json')
-    for split, folder in (('train', 'train'), ('val', 'val'), ('test', 'val')):
-        opts += [f'{split}_dataloader.dataset.data_root={root}/',
-                 f'{split}_dataloader.dataset.ann_file=annotations/instances_{folder}.json',
-                 f'{split}_dataloader.dataset.data_prefix.img={folder}/']
-    return opts
+from tests.helpers.demo_training import (
+    FCOS_DEMO_CONFIG,
+    assert_same_tensors,
+    data_options,
+    load_checkpoint,
+)
+from tests.helpers.tool_runs import run_tool
 
 
 def train(work_dir: Path, root: Path, *extra: str, resume: str | None = None):
-    args = [CONFIG, '--work-dir', str(work_dir)]
+    args = [FCOS_DEMO_CONFIG, '--work-dir', str(work_dir)]
     if resume is not None:
         args += ['--resume', resume]
     return run_tool('train.py', *args, '--cfg-options', *data_options(root), *extra)
@@ -41,35 +28,14 @@ def assert_ok(proc) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
-def load_checkpoint(path: Path) -> dict:
-    from dat_det.utils.checkpoint_files import mmengine_checkpoint_globals
-    with mmengine_checkpoint_globals():
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def assert_same_tensors(a, b, what: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), what
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), what
-        for k in a:
-            assert_same_tensors(a[k], b[k], f'{what}.{k}')
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), what
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_tensors(x, y, f'{what}[{i}]')
-    else:
-        assert a == b, what
-
-
 def test_train_then_test_reports_coco_map(tmp_path, tiny_shapes_root):
     work_dir = tmp_path / 'run'
     assert_ok(train(work_dir, tiny_shapes_root, 'train_cfg.max_epochs=1'))
     checkpoint = work_dir / 'epoch_1.pth'
     assert checkpoint.is_file()
     out = tmp_path / 'preds.pkl'
-    proc = run_tool('test.py', CONFIG, str(checkpoint), '--work-dir', str(tmp_path / 'test'),
-                    '--out', str(out), '--show-dir', 'vis', '--cfg-options',
+    proc = run_tool('test.py', FCOS_DEMO_CONFIG, str(checkpoint), '--work-dir',
+                    str(tmp_path / 'test'), '--out', str(out), '--show-dir', 'vis', '--cfg-options',
                     *data_options(tiny_shapes_root), 'model.test_cfg.score_thr=0.0')
     assert_ok(proc)
     metrics = json.loads(next((tmp_path / 'test').glob('*/*.json')).read_text())
@@ -100,7 +66,7 @@ def test_resume_continues_where_interrupted(tmp_path, tiny_shapes_root):
     assert_same_tensors(a['optimizer'], b['optimizer'], 'optimizer')
     assert interrupted['meta']['iter'] == 4
 
-    proc = run_tool('test.py', CONFIG, str(split / 'epoch_2.pth'), '--work-dir',
+    proc = run_tool('test.py', FCOS_DEMO_CONFIG, str(split / 'epoch_2.pth'), '--work-dir',
                     str(tmp_path / 'test'), '--cfg-options', *data_options(tiny_shapes_root),
                     'model.test_cfg.score_thr=0.0')
     assert_ok(proc)
@@ -112,8 +78,8 @@ def test_two_process_ddp_training(tmp_path, tiny_shapes_root):
     work_dir = tmp_path / 'ddp'
     launcher = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                 '--master_port', '29533']
-    proc = run_tool('train.py', CONFIG, '--work-dir', str(work_dir), '--launcher', 'pytorch',
-                    '--cfg-options', *data_options(tiny_shapes_root),
+    proc = run_tool('train.py', FCOS_DEMO_CONFIG, '--work-dir', str(work_dir), '--launcher',
+                    'pytorch', '--cfg-options', *data_options(tiny_shapes_root),
                     'train_cfg.max_epochs=1', 'env_cfg.dist_cfg.backend=gloo',
                     launcher=launcher)
     assert_ok(proc)

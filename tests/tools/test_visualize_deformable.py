@@ -11,8 +11,8 @@ from dat_det.models.layers.deformable_detr import MSDeformAttn  # noqa: E402
 from dat_det.ops import multi_scale_deformable_attn  # noqa: E402
 from dat_det.visualization import record_msda  # noqa: E402
 from dat_det.visualization.geometry import dat_to_pixels, msda_to_pixels  # noqa: E402
-from tests.conftest import run_tool  # noqa: E402
-from tests.tools.tiny_configs import random_checkpoint, tiny_ddetr_config  # noqa: E402
+from tests.helpers.tiny_configs import random_checkpoint, tiny_ddetr_config  # noqa: E402
+from tests.helpers.tool_runs import run_tool  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -55,8 +55,9 @@ def test_tool_draws_dat_keys_and_ddetr_points(tmp_path, tiny_model, tiny_shapes_
     config, checkpoint = tiny_model
     image = tiny_shapes_root / 'val' / '000001.jpg'
     out = tmp_path / 'vis'
-    proc = run_tool('visualize_deformable.py', str(config), str(checkpoint), str(image),
-                    '--out-dir', str(out), '--encoder-points', '30', '20', '--top-k', '3')
+    proc = run_tool('analysis_tools/visualize_deformable.py', str(config), str(checkpoint),
+                    str(image), '--out-dir', str(out), '--encoder-points', '30', '20',
+                    '--top-k', '3')
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = sorted(p.name for p in out.glob('*.png'))
     assert names == ['000001_dat_stage3_block1.png', '000001_decoder.png',
@@ -70,13 +71,13 @@ def test_tool_draws_dat_keys_and_ddetr_points(tmp_path, tiny_model, tiny_shapes_
 def test_pictures_plot_points_inside_the_image(tiny_model, tiny_shapes_root):
     import mmcv
 
-    from dat_det.apis import load_detector, prepare_image
+    from dat_det.apis import init_detector, prepare_image
     from dat_det.visualization import deformable_pictures
 
     config, checkpoint = tiny_model
     path = str(tiny_shapes_root / 'val' / '000002.jpg')
-    model, cfg = load_detector(str(config), str(checkpoint))
-    inputs, samples = prepare_image(model, cfg, path)
+    model = init_detector(str(config), str(checkpoint), device='cpu')
+    inputs, samples = prepare_image(model, path)
     image = mmcv.imread(path, channel_order='rgb')
     pictures = deformable_pictures(model, inputs, samples, image, top_k=2,
                                    encoder_points=[(10.0, 12.0)])
@@ -94,7 +95,7 @@ def test_pictures_plot_points_inside_the_image(tiny_model, tiny_shapes_root):
 
 def test_missing_image_is_a_one_line_error(tmp_path, tiny_model):
     config, checkpoint = tiny_model
-    proc = run_tool('visualize_deformable.py', str(config), str(checkpoint),
+    proc = run_tool('analysis_tools/visualize_deformable.py', str(config), str(checkpoint),
                     str(tmp_path / 'nope.jpg'))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f'error: image not found: {tmp_path}/nope.jpg'

@@ -31,7 +31,7 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from dat_det.apis import load_detector, prepare_image
+from dat_det.apis import init_detector, prepare_image
 from dat_det.deployment import (
     DeformableDETRForExport,
     DenseDetectorForExport,
@@ -88,9 +88,10 @@ def main() -> None:
             raise UserInputError(f'--opset {args.opset} has no GridSample; use >= 16')
         if not osp.isdir(osp.dirname(osp.abspath(args.out))):
             raise UserInputError(f'output folder not found: {osp.dirname(args.out)}')
-        model, cfg = load_detector(args.config, args.checkpoint, args.cfg_options)
+        model = init_detector(args.config, args.checkpoint, device='cpu',
+                              cfg_options=args.cfg_options)
         if args.image:
-            image = prepare_image(model, cfg, args.image)[0]
+            image = prepare_image(model, args.image)[0]
         else:
             image = torch.randn(1, 3, *args.shape, generator=torch.Generator().manual_seed(0))
         module, reference, names = export_target(model, args.part)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 DDETR_CONFIG = REPO_ROOT / 'configs' / 'deformable_detr' / 'deformable-detr_r50_16xb2-50e_coco.py'
 DINO_CONFIG = REPO_ROOT / 'configs' / 'dino' / 'dino-4scale_r50_8xb2-12e_coco.py'

@@ -1,5 +1,6 @@
-"""Run a tool's ``main`` in a forked child of the test process: like a subprocess (its own
-pid, can be SIGKILLed, exit status), without paying the ~4 s of importing torch/mmdet again."""
+"""Run a script under ``tools/`` as a program (``__main__``) in a forked child of the test
+process: like a subprocess (its own pid, can be SIGKILLed, exit status), without paying the ~4 s
+of importing torch/mmdet again. Nothing of the script is imported into the test process."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 import dat_det.engine  # noqa: F401  (imported once in the parent, shared by every child)
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Draw where a detector's deformable attention looks on one image.
 
-    python tools/visualize_deformable.py CONFIG CHECKPOINT IMAGE [--out-dir vis_deformable]
-        [--stage S] [--block B] [--dattention NAME] [--top-k 5] [--layer -1]
-        [--encoder-points X Y [X Y ...]] [--encoder-level 0] [--cfg-options k=v ...]
+    python tools/analysis_tools/visualize_deformable.py CONFIG CHECKPOINT IMAGE
+        [--out-dir vis_deformable] [--stage S] [--block B] [--dattention NAME] [--top-k 5]
+        [--layer -1] [--encoder-points X Y [X Y ...]] [--encoder-level 0] [--cfg-options k=v ...]
 
 Writes PNGs named after the image:
 
@@ -27,7 +27,7 @@ import os.path as osp
 import mmcv
 from mmengine.config import DictAction
 
-from dat_det.apis import load_detector, prepare_image
+from dat_det.apis import init_detector, prepare_image
 from dat_det.utils.errors import UserInputError, exit_on_user_error
 from dat_det.visualization import deformable_pictures
 
@@ -52,9 +52,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def class_names(cfg, model) -> list:
-    """The dataset's classes from the config, else those the checkpoint carries."""
-    metainfo = cfg.test_dataloader.dataset.get('metainfo') or {}
+def class_names(model) -> list:
+    """The dataset's classes from the model's config, else those the checkpoint carries."""
+    metainfo = model.cfg.test_dataloader.dataset.get('metainfo') or {}
     return metainfo.get('classes') or (model.dataset_meta or {}).get('classes')
 
 
@@ -66,8 +66,9 @@ def main() -> None:
             raise UserInputError('--encoder-points takes X Y pairs')
         if args.top_k < 1:
             raise UserInputError(f'--top-k must be >= 1, got {args.top_k}')
-        model, cfg = load_detector(args.config, args.checkpoint, args.cfg_options)
-        inputs, samples = prepare_image(model, cfg, args.image)
+        model = init_detector(args.config, args.checkpoint, device='cpu',
+                              cfg_options=args.cfg_options)
+        inputs, samples = prepare_image(model, args.image)
         image = mmcv.imread(args.image, channel_order='rgb')
         try:
             pictures = deformable_pictures(
@@ -75,7 +76,7 @@ def main() -> None:
                 dattention=args.dattention, top_k=args.top_k, layer=args.layer,
                 encoder_points=list(zip(points[0::2], points[1::2])),
                 encoder_level=args.encoder_level,
-                class_names=class_names(cfg, model))
+                class_names=class_names(model))
         except (ValueError, IndexError) as err:
             raise UserInputError(str(err)) from err
     os.makedirs(args.out_dir, exist_ok=True)

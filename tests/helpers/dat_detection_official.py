@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 OFFICIAL = json.loads((Path(__file__).parent / 'data' / 'dat_detection_official_keys.json')
                       .read_text())

@@ -1,5 +1,6 @@
-"""Build a config's detector with its checkpoint and turn image files into its input tensors
-(for the tools that look inside a model: FLOPs, pictures of sampling points, ONNX export)."""
+"""Image files and data batches into a detector's input tensors, through its own test pipeline
+and preprocessor (for the tools that look inside a model: FLOPs, pictures of sampling points,
+ONNX export)."""
 import os.path as osp
 from typing import Any, Dict, Optional, Tuple
 
@@ -15,25 +16,10 @@ def preprocess(model: nn.Module, data_batch: Dict[str, Any]
     return data['inputs'], data['data_samples']
 
 
-def load_detector(config: str, checkpoint: Optional[str], cfg_options: Optional[dict] = None,
-                  device: str = 'cpu') -> Tuple[nn.Module, Any]:
-    """The config's detector in eval mode with ``checkpoint``'s weights (random if None), and
-    its config: :func:`dat_det.apis.init_detector` (same checks) with the config returned.
-
-    Raises:
-        UserInputError: the config or checkpoint file is missing or unreadable, or the
-            checkpoint does not fit the config's model.
-    """
-    from .inference import init_detector
-
-    model = init_detector(config, checkpoint, device=device, cfg_options=cfg_options)
-    return model, model.cfg
-
-
 @torch.no_grad()
-def prepare_image(model: nn.Module, cfg: Any, image_path: str
-                  ) -> Tuple[torch.Tensor, list]:
-    """One image file through the config's test pipeline (annotations skipped) and the model's
+def prepare_image(model: nn.Module, image_path: str) -> Tuple[torch.Tensor, list]:
+    """One image file through the test pipeline of the model's config (``model.cfg``, as
+    :func:`dat_det.apis.init_detector` sets it; annotations skipped) and the model's
     preprocessor: ``(1, 3, H, W)`` inputs and the data sample.
 
     Raises:
@@ -45,7 +31,7 @@ def prepare_image(model: nn.Module, cfg: Any, image_path: str
 
     if not osp.isfile(image_path):
         raise UserInputError(f'image not found: {image_path}')
-    transforms = [t for t in cfg.test_dataloader.dataset.pipeline
+    transforms = [t for t in model.cfg.test_dataloader.dataset.pipeline
                   if t['type'] != 'LoadAnnotations']
     try:
         data = Compose(transforms)(dict(img_path=image_path, img_id=0))
