@@ -5,8 +5,9 @@
 #   bash tools/analysis_tools/cpu_benchmarks.sh [OUT_DIR] [STEP ...]   # default work_dirs/cpu_benchmarks
 #
 # STEPs (default: all but compile): op backbone dat_attention ddetr dino dattention compile.
-# On 2 cores the default steps take about half an hour; `compile` (torch.compile against eager,
-# Deformable DETR R50, one thread) adds about twenty minutes. Run on an otherwise idle machine:
+# On 2 idle cores the default steps take about fifteen minutes; `compile` (torch.compile against
+# eager, Deformable DETR R50, one thread, with and without benchmark.py's Inductor options)
+# about as long again. Run on an otherwise idle machine:
 # the ratios hold under load better than the times, but not exactly.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -57,7 +58,14 @@ for step in "${STEPS[@]}"; do
             --train-warmup 2 --train-iters 3 --profile "$OUT_DIR/compile_320_profile"
         OMP_NUM_THREADS=1 run compile_512 "$PY" $BENCH/benchmark.py $DDETR --device cpu \
             --clock cpu --compile --threads 1 --img-size 512 512 --iters 4 --warmup 2 \
-            --profile "$OUT_DIR/compile_512_profile" ;;
+            --profile "$OUT_DIR/compile_512_profile"
+        # the same without the two Inductor options benchmark.py holds (freezing, fallback_random)
+        OMP_NUM_THREADS=1 run compile_320_train_plain "$PY" $BENCH/benchmark.py $DDETR --device cpu \
+            --clock cpu --compile --threads 1 --img-size 320 320 --iters 2 --warmup 1 --train \
+            --train-warmup 2 --train-iters 3 --compile-options freezing=False fallback_random=False
+        OMP_NUM_THREADS=1 run compile_512_plain "$PY" $BENCH/benchmark.py $DDETR --device cpu \
+            --clock cpu --compile --threads 1 --img-size 512 512 --iters 4 --warmup 2 \
+            --compile-options freezing=False fallback_random=False ;;
     *)
         echo "error: unknown step '$step' (op backbone dat_attention ddetr dino dattention compile)" >&2
         exit 2 ;;
